@@ -1,0 +1,321 @@
+"""The client-port ASGI application: etcd's access layer, Go mux routing, small endpoints.
+
+Invariant: every answer passes through the access layer, so CORS headers, the OPTIONS
+short-circuit, Go's 301 path cleaning and Go's plain-text 404/405 apply to every path exactly
+as etcd 3.4 applies them. /v2/keys is handed to v2api; nothing here touches the store.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from app.version import ETCD_CLUSTER_VERSION, ETCD_VERSION, ETCDPY_VERSION
+from v2api.backend import Backend, MemberInfo
+from v2api.http import (
+    CT_JSON,
+    CT_TEXT,
+    NOSNIFF,
+    Headers,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    json_message,
+    method_not_allowed,
+    not_found,
+    read_body,
+    respond,
+)
+from v2api.keys import KeysHandler
+from v2api.render import go_json
+
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+CORS_HEADERS: Headers = [
+    (b"access-control-allow-headers", b"accept, content-type, authorization"),
+    (b"access-control-allow-methods", b"POST, GET, OPTIONS, PUT, DELETE"),
+]
+# Go's url.URL.EscapedPath keeps these unescaped in a path.
+_PATH_SAFE = "/!$&'()*+,;=:@-._~"
+
+
+def go_clean_path(p: str) -> str:
+    """Go net/http cleanPath: path.Clean, keeping a trailing slash."""
+    if not p:
+        return "/"
+    if not p.startswith("/"):
+        p = "/" + p
+    parts: list[str] = []
+    for seg in p.split("/"):
+        if seg in ("", "."):
+            continue
+        if seg == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(seg)
+    cleaned = "/" + "/".join(parts)
+    if p.endswith("/") and cleaned != "/":
+        cleaned += "/"
+    return cleaned
+
+
+class ClientApp:
+    def __init__(self, backend: Backend, *, cors: tuple[str, ...], enable_v2: bool, client_urls: tuple[str, ...]) -> None:
+        self.backend = backend
+        self.cors_any = "*" in cors
+        self.cors_origins = frozenset(cors)
+        self.enable_v2 = enable_v2
+        self.keys = KeysHandler(backend)
+        self.cluster_header = (b"x-etcd-cluster-id", format(backend.cluster_id, "x").encode())
+        self.client_urls = client_urls
+
+    def _cors_headers(self, scope: Scope) -> Headers:
+        if self.cors_any:
+            return [*CORS_HEADERS, (b"access-control-allow-origin", b"*")]
+        for name, value in scope["headers"]:
+            if name == b"origin":
+                if value.decode("latin-1") in self.cors_origins:
+                    return [*CORS_HEADERS, (b"access-control-allow-origin", value)]
+                break
+        return []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        if _BAD_ESCAPE.search(raw_path.split(b"?", 1)[0]):
+            # Go's server rejects the request line before any handler (or CORS) runs.
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 400,
+                    "headers": [CT_TEXT, (b"connection", b"close")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b"400 Bad Request"})
+            return
+        cors = self._cors_headers(scope)
+        if cors:
+            inner_send = send
+
+            async def send_with_cors(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*cors, *message["headers"]]
+                await inner_send(message)
+
+            send = send_with_cors
+        method: str = scope["method"]
+        if method == "OPTIONS":
+            await respond(send, 200, [], b"")
+            return
+        path: str = scope["path"]
+        cleaned = go_clean_path(path)
+        if cleaned != path:
+            await self._redirect(scope, send, cleaned)
+            return
+        await self._route(scope, receive, send, path, method)
+
+    async def _redirect(self, scope: Scope, send: Send, cleaned: str) -> None:
+        location = quote(cleaned, safe=_PATH_SAFE)
+        qs: bytes = scope.get("query_string", b"")
+        if qs:
+            location += "?" + qs.decode("latin-1")
+        headers: Headers = [(b"location", location.encode("latin-1"))]
+        if scope["method"] in ("GET", "HEAD"):
+            body = f'<a href="{location}">Moved Permanently</a>.\n\n'.encode()
+            await respond(send, 301, [(b"content-type", b"text/html; charset=utf-8"), *headers], body,
+                          head=scope["method"] == "HEAD")
+        else:
+            await respond(send, 301, headers, b"")
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send, path: str, method: str) -> None:
+        if path.startswith("/v2/"):
+            if not self.enable_v2:
+                await not_found(send)
+                return
+            if path == "/v2/keys" or path.startswith("/v2/keys/"):
+                await self.keys(scope, receive, send, path[len("/v2/keys") :])
+                return
+            if path == "/v2/members" or path.startswith("/v2/members/"):
+                await self._members(scope, receive, send, path[len("/v2/members") :], method)
+                return
+            if path == "/v2/machines":
+                if method not in ("GET", "HEAD"):
+                    await method_not_allowed(send, "GET,HEAD")
+                    return
+                body = ", ".join(u for m in self.backend.members() for u in m.client_urls).encode()
+                await respond(send, 200, [CT_TEXT], body, head=method == "HEAD")
+                return
+            if path in ("/v2/stats/self", "/v2/stats/leader", "/v2/stats/store"):
+                if method != "GET":
+                    await method_not_allowed(send, "GET")
+                    return
+                await self._stats(send, path.rsplit("/", 1)[1])
+                return
+            await not_found(send)
+            return
+        if path == "/version":
+            if method != "GET":
+                await method_not_allowed(send, "GET")
+                return
+            body = go_json(
+                {
+                    "etcdserver": ETCD_VERSION,
+                    "etcdcluster": self.backend.cluster_version() or "not_decided",
+                    "etcdpy": ETCDPY_VERSION,
+                }
+            )
+            await respond(send, 200, [CT_JSON], body)
+            return
+        if path == "/health":
+            if method != "GET":
+                await method_not_allowed(send, "GET")
+                return
+            if await self.backend.health():
+                await respond(send, 200, [CT_TEXT], b'{"health":"true"}')
+            else:
+                await respond(send, 503, [CT_TEXT, NOSNIFF], b'{"health":"false"}\n')
+            return
+        if path == "/metrics":
+            await respond(send, 200, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
+                          self._metrics(), head=method == "HEAD")
+            return
+        if path == "/debug/vars":
+            if method != "GET":
+                await method_not_allowed(send, "GET")
+                return
+            await respond(send, 200, [(b"content-type", b"application/json; charset=utf-8")],
+                          orjson.dumps({"etcdpy": {"version": ETCDPY_VERSION}}) + b"\n")
+            return
+        if path == "/config/local/log":
+            if method != "PUT":
+                await method_not_allowed(send, "PUT")
+                return
+            await read_body(receive, 1 << 16)
+            await respond(send, 204, [], b"")
+            return
+        await not_found(send)
+
+    async def _members(self, scope: Scope, receive: Receive, send: Send, rest: str, method: str) -> None:
+        if method not in ("GET", "POST", "DELETE", "PUT"):
+            await method_not_allowed(send, "GET,POST,DELETE,PUT")
+            return
+        ch = [self.cluster_header]
+        member_id = rest.lstrip("/")
+        if method == "GET":
+            if member_id == "":
+                body = go_json({"members": [_member_obj(m) for m in sorted(self.backend.members(), key=lambda m: m.id)]})
+                await respond(send, 200, [CT_JSON, *ch], body + b"\n")
+            elif member_id == "leader":
+                lead = self.backend.leader_id()
+                for m in self.backend.members():
+                    if m.id == lead:
+                        await respond(send, 200, [CT_JSON, *ch], go_json(_member_obj(m)) + b"\n")
+                        return
+                await json_message(send, 503, "During election", ch)
+            else:
+                await json_message(send, 404, "Not found", ch)
+            return
+        if method in ("DELETE", "PUT") and member_id == "":
+            await method_not_allowed(send, None, ch)
+            return
+        body, _ = await read_body(receive, 1 << 20)
+        if method in ("POST", "PUT"):
+            ctype = ""
+            for name, value in scope["headers"]:
+                if name == b"content-type":
+                    ctype = value.decode("latin-1")
+                    break
+            media = ctype.split(";", 1)[0].strip().lower()
+            if media != "application/json":
+                await json_message(send, 415, f"Bad Content-Type {ctype}, accept application/json", ch)
+                return
+            try:
+                req = orjson.loads(body)
+                urls = req.get("peerURLs") if isinstance(req, dict) else None
+                if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+                    raise ValueError("json: cannot unmarshal into Go value of type httptypes.MemberCreateRequest")
+            except (orjson.JSONDecodeError, ValueError) as exc:
+                await json_message(send, 400, _go_json_error(body, exc), ch)
+                return
+            for u in urls:
+                if not re.match(r"^(http|https|unix|unixs)://", u):
+                    await json_message(send, 400, f"URL scheme must be http, https, unix, or unixs: {u}", ch)
+                    return
+        known = {format(m.id, "x"): m for m in self.backend.members()}
+        if method in ("PUT", "DELETE") and member_id not in known:
+            await json_message(send, 404, f"No such member: {member_id}", ch)
+            return
+        # Runtime membership changes arrive with the cluster work; refuse them clearly.
+        await json_message(send, 500, "Internal Server Error", ch)
+
+    async def _stats(self, send: Send, which: str) -> None:
+        if which == "self":
+            body = go_json(self.backend.self_stats())
+        elif which == "leader":
+            stats = self.backend.leader_stats()
+            if stats is None:
+                await json_message(send, 403, "not current leader")
+                return
+            body = go_json(stats)
+        else:
+            counters: dict[str, Any] = dict(self.backend.v2.stats)
+            counters["watchers"] = self.backend.v2.hub.count
+            body = go_json(counters)
+        await respond(send, 200, [CT_JSON], body)
+
+    def _metrics(self) -> bytes:
+        index, term = self.backend.raft_index_term()
+        lines = [
+            "# HELP etcd_server_has_leader Whether or not a leader exists. 1 is existence, 0 is not.",
+            "# TYPE etcd_server_has_leader gauge",
+            f"etcd_server_has_leader {1 if self.backend.leader_id() else 0}",
+            "# TYPE etcd_server_is_leader gauge",
+            f"etcd_server_is_leader {1 if self.backend.leader_id() == self.backend.member_id else 0}",
+            "# TYPE etcd_debugging_server_committed_index gauge",
+            f"etcd_server_committed_index {index}",
+            "# TYPE etcd_server_term gauge",
+            f"etcd_server_term {term}",
+            "# TYPE etcd_debugging_store_watchers gauge",
+            f"etcd_debugging_store_watchers {self.backend.v2.hub.count}",
+            f'etcd_server_version{{server_version="{ETCD_VERSION}"}} 1',
+            f"process_start_time_seconds {time.time():.3f}",
+        ]
+        return ("\n".join(lines) + "\n").encode()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _member_obj(m: MemberInfo) -> dict[str, Any]:
+    return {"id": format(m.id, "x"), "name": m.name, "peerURLs": list(m.peer_urls), "clientURLs": list(m.client_urls)}
+
+
+def _go_json_error(body: bytes, exc: Exception) -> str:
+    """Approximate Go encoding/json's syntax error text for the common cases."""
+    text = body.lstrip()
+    if not text:
+        return "unexpected end of JSON input"
+    if isinstance(exc, ValueError) and not isinstance(exc, orjson.JSONDecodeError):
+        return str(exc)
+    if text[:1] == b"{":
+        rest = text[1:].lstrip()
+        if rest and rest[:1] not in (b'"', b"}"):
+            return f"invalid character '{chr(rest[0])}' looking for beginning of object key string"
+    if text[:1] not in b'{["-0123456789tfn':
+        return f"invalid character '{chr(text[0])}' looking for beginning of value"
+    return "unexpected end of JSON input"

@@ -1,0 +1,395 @@
+"""EtcdServer: the raft node, the applier, the waiters, and the process around them.
+
+Invariants:
+- every write (and quorum read) is a log entry; its HTTP answer is the result of applying it,
+  delivered through a waiter keyed by a request id carried in the entry;
+- time enters through the log: only the leader reads the clock for expiry (V2Sync);
+- internal writes mirror etcd's (member add, publish, cluster version under /0) so v2 store
+  indices match a fresh etcd of the same shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import signal
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from app.config import Config
+from app.version import ETCD_CLUSTER_VERSION
+from raft.core.errors import NotLeader, ProposalDropped, Stopped
+from raft.core.types import Entry, EntryType, StateType
+from raft.node import NodeOptions, RaftNode
+from store.apply import Applier, Result
+from store.commands import Command, Noop, V2Create, V2Set, V2Sync, decode, encode
+from store.errors import LeaderUnknown, RequestTimeout, ServerError
+from store.errors import Stopped as ServerStopped
+from store.v2.tree import NodeExists, V2Store
+from v2api.backend import MemberInfo
+
+log = logging.getLogger("etcdpy")
+
+SYNC_INTERVAL_S = 0.5  # etcd: the leader proposes a v2 SYNC every 500 ms while TTL keys exist
+
+
+def member_id_for(peer_urls: tuple[str, ...], token: str) -> int:
+    """etcd membership.NewMember: sha1(sorted peer URLs + cluster token), first 8 bytes."""
+    b = "".join(sorted(peer_urls)).encode() + token.encode()
+    return int(struct.unpack(">Q", hashlib.sha1(b).digest()[:8])[0])
+
+
+def cluster_id_for(member_ids: list[int]) -> int:
+    """etcd RaftCluster.genID: sha1 of the sorted member ids, big endian, first 8 bytes."""
+    b = b"".join(struct.pack(">Q", i) for i in sorted(member_ids))
+    return int(struct.unpack(">Q", hashlib.sha1(b).digest()[:8])[0])
+
+
+def _rfc3339nano_local(ns: int) -> str:
+    from v2api.render import rfc3339nano
+
+    return rfc3339nano(ns)
+
+
+def go_duration(ns: int) -> str:
+    """Go time.Duration.String() for non-negative durations."""
+    if ns < 1000:
+        return f"{ns}ns"
+    if ns < 1_000_000:
+        return _trim(f"{ns / 1000:.3f}") + "µs"
+    if ns < 1_000_000_000:
+        return _trim(f"{ns // 1_000_000}.{ns % 1_000_000:06d}") + "ms"
+    secs, frac = divmod(ns, 1_000_000_000)
+    h, rem = divmod(secs, 3600)
+    m, s = divmod(rem, 60)
+    sec = _trim(f"{s}.{frac:09d}") + "s"
+    if h:
+        return f"{h}h{m}m{sec}"
+    if m:
+        return f"{m}m{sec}"
+    return sec
+
+
+def _trim(s: str) -> str:
+    return s.rstrip("0").rstrip(".") if "." in s else s
+
+
+class EtcdServer:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self._peer_urls_by_name: dict[str, tuple[str, ...]] = {}
+        for name, url in cfg.initial_cluster:
+            self._peer_urls_by_name.setdefault(name, ())
+            self._peer_urls_by_name[name] += (url,)
+        self._member_ids = {
+            name: member_id_for(urls, cfg.initial_cluster_token) for name, urls in self._peer_urls_by_name.items()
+        }
+        self._id = self._member_ids[cfg.name]
+        self._cluster_id = cluster_id_for(list(self._member_ids.values()))
+        self.applier = Applier(clock=time.time_ns)
+        self._waiters: dict[int, asyncio.Future[Result]] = {}
+        self._next_req = (time.time_ns() & 0xFFFF_FFFF) << 20  # unique across restarts
+        data_dir = Path(cfg.data_dir)
+        wal_dir = Path(cfg.wal_dir) if cfg.wal_dir else data_dir / "member" / "wal"
+        self.node = RaftNode(
+            NodeOptions(
+                node_id=self._id,
+                peers=tuple(sorted(self._member_ids.values())),
+                wal_dir=wal_dir,
+                snap_dir=data_dir / "member" / "snap",
+                heartbeat_interval_s=cfg.heartbeat_interval_ms / 1000,
+                election_ticks=max(2, cfg.election_timeout_ms // cfg.heartbeat_interval_ms),
+                fsync=not cfg.unsafe_no_fsync,
+                snapshot_count=cfg.snapshot_count,
+                max_snapshots=cfg.max_snapshots,
+                max_wals=cfg.max_wals,
+            ),
+            apply=self._apply_entry,
+            take_snapshot=self.applier.snapshot,
+            restore=self.applier.restore,
+            on_leader_change=self._leader_changed,
+        )
+        self._start_ns = time.time_ns()
+        self._leader_since_ns = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._published = False
+        self.request_timeout_s = 5 + 2 * cfg.election_timeout_ms / 1000
+
+    # ---- Backend protocol ------------------------------------------------------------------
+
+    @property
+    def v2(self) -> V2Store:
+        return self.applier.v2
+
+    @property
+    def cluster_id(self) -> int:
+        return self._cluster_id
+
+    @property
+    def member_id(self) -> int:
+        return self._id
+
+    def raft_index_term(self) -> tuple[int, int]:
+        return self.node.committed_index, self.node.term
+
+    def now_ns(self) -> int:
+        return time.time_ns()
+
+    async def propose(self, cmd: Command) -> Result:
+        self._next_req += 1
+        req_id = self._next_req
+        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._waiters[req_id] = fut
+        try:
+            try:
+                self.node.propose(encode(req_id, cmd))
+            except (NotLeader, ProposalDropped):
+                raise LeaderUnknown() from None
+            except Stopped:
+                raise ServerStopped() from None
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), self.request_timeout_s)
+            except TimeoutError:
+                raise RequestTimeout() from None
+        finally:
+            self._waiters.pop(req_id, None)
+
+    def members(self) -> list[MemberInfo]:
+        """Membership as recorded in the v2 store under /0/members (as etcd 3.4 keeps it)."""
+        out: list[MemberInfo] = []
+        try:
+            listing = self.v2.get("/0/members", True, True).node.nodes or []
+        except Exception:
+            return out
+        for m in listing:
+            mid = int(m.key.rsplit("/", 1)[1], 16)
+            raft_attrs: dict[str, Any] = {}
+            attrs: dict[str, Any] = {}
+            for child in m.nodes or []:
+                if child.key.endswith("/raftAttributes") and child.value:
+                    raft_attrs = orjson.loads(child.value)
+                elif child.key.endswith("/attributes") and child.value:
+                    attrs = orjson.loads(child.value)
+            out.append(
+                MemberInfo(
+                    id=mid,
+                    name=str(attrs.get("name", "")),
+                    peer_urls=tuple(raft_attrs.get("peerURLs") or ()),
+                    client_urls=tuple(attrs.get("clientURLs") or ()),
+                )
+            )
+        return out
+
+    def leader_id(self) -> int:
+        return self.node.lead
+
+    def self_stats(self) -> dict[str, Any]:
+        now = time.time_ns()
+        return {
+            "name": self.cfg.name,
+            "id": format(self._id, "x"),
+            "state": self.node.state.value,
+            "startTime": _rfc3339nano_local(self._start_ns),
+            "leaderInfo": {
+                "leader": format(self.node.lead, "x"),
+                "uptime": go_duration(now - self._leader_since_ns if self._leader_since_ns else 0),
+                "startTime": _rfc3339nano_local(self._leader_since_ns or self._start_ns),
+            },
+            "recvAppendRequestCnt": 0,
+            "sendAppendRequestCnt": 0,
+        }
+
+    def leader_stats(self) -> dict[str, Any] | None:
+        if self.node.state is not StateType.LEADER:
+            return None
+        return {"leader": format(self._id, "x"), "followers": {}}
+
+    async def health(self) -> bool:
+        if not self.node.lead:
+            return False
+        try:
+            await asyncio.wait_for(self.propose(Noop()), 1.0)
+        except (ServerError, TimeoutError):
+            return False
+        return True
+
+    def cluster_version(self) -> str | None:
+        try:
+            return self.v2.get("/0/version", False, False).node.value
+        except Exception:
+            return None
+
+    # ---- apply -----------------------------------------------------------------------------
+
+    def _apply_entry(self, entry: Entry) -> None:
+        if entry.type is not EntryType.NORMAL or not entry.data:
+            self.applier.applied_index = entry.index
+            return
+        req_id, cmd = decode(entry.data)
+        result = self.applier.apply(entry.index, cmd)
+        fut = self._waiters.get(req_id)
+        if fut is not None and not fut.done():
+            fut.set_result(result)
+
+    def _leader_changed(self, lead: int) -> None:
+        if lead == self._id:
+            self._leader_since_ns = time.time_ns()
+        elif lead:
+            self._leader_since_ns = time.time_ns()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def open(self) -> None:
+        self.node.open()
+
+    async def start(self) -> None:
+        self.node.start()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._bootstrap()), loop.create_task(self._sync_loop())]
+
+    async def _bootstrap(self) -> None:
+        """etcd's internal writes after start: member add (new cluster), publish, cluster version."""
+        deadline = time.monotonic() + 30
+        while self.node.lead == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        while True:
+            try:
+                await self._internal_writes()
+                return
+            except ServerError as exc:
+                log.warning("publishing member attributes failed (%s); retrying", exc.cause)
+                await asyncio.sleep(0.5)
+
+    async def _internal_writes(self) -> None:
+        mid = format(self._id, "x")
+        if self.node.lead != self._id:
+            return
+        for name, member_id in sorted(self._member_ids.items(), key=lambda kv: kv[1]):
+            path = f"/0/members/{member_id:x}/raftAttributes"
+            try:
+                self.v2.get(path, False, False)
+            except Exception:
+                value = orjson.dumps({"peerURLs": list(self._peer_urls_by_name[name])}).decode()
+                result = await self.propose(V2Create(path, value, False, False, None))
+                if isinstance(result, Exception) and not isinstance(result, NodeExists):
+                    raise result
+        attrs = orjson.dumps({"name": self.cfg.name, "clientURLs": list(self.cfg.advertise_client_urls)}).decode()
+        await self.propose(V2Set(f"/0/members/{mid}/attributes", attrs, False, None, False))
+        if self.cluster_version() is None:
+            await self.propose(V2Set("/0/version", ETCD_CLUSTER_VERSION, False, None, False))
+        self._published = True
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SYNC_INTERVAL_S)
+            if self.node.lead == self._id and self.v2.has_ttl_keys():
+                with contextlib.suppress(ServerError):
+                    await self.propose(V2Sync(time.time_ns()))
+
+    def close_watchers(self) -> None:
+        hub = self.v2.hub
+        for group in list(hub.watchers.values()):
+            for w in list(group):
+                w.remove()
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self.close_watchers()
+        await self.node.stop()
+
+
+# ---- process --------------------------------------------------------------------------------
+
+
+def _bind(url: str) -> socket.socket:
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    if host == "localhost":
+        host = "127.0.0.1"
+    port = parts.port or 2379
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(cfg: Config) -> int:
+    import uvicorn
+
+    from app.asgi import ClientApp
+
+    server = EtcdServer(cfg)
+    try:
+        server.open()
+    except Exception as exc:
+        print(f"etcdpy: cannot open data dir {cfg.data_dir}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        socks = [_bind(u) for u in cfg.listen_client_urls]
+    except OSError as exc:
+        print(f"etcdpy: listen tcp: {exc}", file=sys.stderr)
+        return 1
+    await server.start()
+    app = ClientApp(server, cors=cfg.cors, enable_v2=cfg.enable_v2, client_urls=cfg.advertise_client_urls)
+    ucfg = uvicorn.Config(
+        app,
+        http="httptools",
+        loop="none",
+        lifespan="off",
+        server_header=False,
+        date_header=True,
+        access_log=False,
+        log_level="warning",
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=1,
+        backlog=2048,
+    )
+    userver = uvicorn.Server(ucfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    userver.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    serve_task = loop.create_task(userver.serve(sockets=socks))
+    log.info("etcdpy serving client requests on %s", ", ".join(cfg.listen_client_urls))
+    stop_task = loop.create_task(stop.wait())
+    await asyncio.wait({serve_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    # Watches never end on their own: close them so the graceful shutdown can finish.
+    server.close_watchers()
+    userver.should_exit = True
+    with contextlib.suppress(Exception):
+        await serve_task
+    await server.stop()
+    stop_task.cancel()
+    return 0
+
+
+def run(cfg: Config) -> int:
+    logging.basicConfig(
+        level=getattr(logging, cfg.log_level.upper(), logging.INFO) if cfg.log_level != "warn" else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        import uvloop
+
+        return uvloop.run(serve(cfg))
+    except ImportError:
+        return asyncio.run(serve(cfg))
+

@@ -1,0 +1,251 @@
+"""The asyncio driver of the Raft core: ticks, Ready handling, WAL, snapshots.
+
+Invariants:
+- one task owns the RawNode's Ready cycle: persist (WAL append + fsync in a worker thread) →
+  send → apply in log order → advance. Nothing is applied (and so nothing is acknowledged)
+  before the fsync that made it durable has returned;
+- group commit: proposals made while an fsync is running pile up in the core's unstable log
+  and share the next fsync; the event loop never blocks on disk;
+- the WAL is touched only by that task, so append/sync/release never overlap.
+Must not import store, starlette, httpx, v2api, v3gateway or app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from raft.core.rawnode import Config, RawNode, Ready
+from raft.core.storage import MemoryStorage
+from raft.core.types import ConfState, Entry, Message, Snapshot, SnapshotMeta, StateType
+from raft.snapshotter import Snapshotter
+from raft.wal import WAL
+
+log = logging.getLogger("etcdpy.raft")
+
+# etcd keeps this many entries in memory after a snapshot so slow followers can catch up
+# without a snapshot (etcdserver snapshotCatchUpEntries).
+CATCH_UP_ENTRIES = 5000
+
+
+class Transport:
+    """Sends messages to peers; a single member has none."""
+
+    def send(self, messages: Sequence[Message]) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOptions:
+    node_id: int
+    peers: tuple[int, ...]
+    wal_dir: Path
+    snap_dir: Path
+    heartbeat_interval_s: float = 0.1
+    election_ticks: int = 10
+    fsync: bool = True
+    snapshot_count: int = 100_000
+    max_snapshots: int = 5
+    max_wals: int = 5
+
+
+class RaftNode:
+    def __init__(
+        self,
+        opts: NodeOptions,
+        *,
+        apply: Callable[[Entry], None],
+        take_snapshot: Callable[[], bytes],
+        restore: Callable[[bytes], None],
+        transport: Transport | None = None,
+        on_leader_change: Callable[[int], None] | None = None,
+    ) -> None:
+        self.opts = opts
+        self._apply = apply
+        self._take_snapshot = take_snapshot
+        self._restore = restore
+        self._transport = transport or Transport()
+        self._on_leader_change = on_leader_change
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
+        self.storage = MemoryStorage()
+        self.committed_index = 0
+        self.applied_index = 0
+        self.term = 0
+        self.lead = 0
+        self.state = StateType.FOLLOWER
+        self._snap_index = 0
+        self._conf_state = ConfState(voters=opts.peers)
+        self.failure: BaseException | None = None
+        self._wal: WAL | None = None
+        self._snapshotter: Snapshotter | None = None
+        self._rn: RawNode | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Load the newest snapshot and replay the WAL (blocking; call before serving)."""
+        opts = self.opts
+        wal, state = WAL.open(opts.wal_dir, fsync=opts.fsync, max_wals=opts.max_wals)
+        self._wal = wal
+        if state.torn_tail_truncated:
+            log.warning("WAL had a torn last record (crash during a write); it was truncated")
+        self._snapshotter = Snapshotter(opts.snap_dir, max_snapshots=opts.max_snapshots)
+        applied = 0
+        if state.snapshot is not None:
+            snap = self._snapshotter.load_newest(max_index=state.snapshot.index)
+            if snap is None or snap.meta.index != state.snapshot.index:
+                raise RuntimeError(
+                    f"{opts.snap_dir}: the WAL records a snapshot at index {state.snapshot.index} "
+                    "but no valid snapshot file with that index exists"
+                )
+            self.storage.apply_snapshot(snap)
+            self._restore(snap.data)
+            applied = snap.meta.index
+            self._snap_index = applied
+            if snap.meta.conf_state.voters:
+                self._conf_state = snap.meta.conf_state
+        if state.entries:
+            self.storage.append(state.entries)
+        self.storage.set_hard_state(state.hard_state)
+        self.applied_index = applied
+        self.committed_index = max(applied, state.hard_state.commit)
+        self.term = state.hard_state.term
+        self._rn = RawNode(
+            Config(
+                id=opts.node_id,
+                peers=opts.peers,
+                storage=self.storage,
+                rng=random.Random(),
+                election_ticks=opts.election_ticks,
+                heartbeat_ticks=1,
+                applied=applied,
+                pre_vote=True,
+                check_quorum=len(opts.peers) > 1,
+            )
+        )
+
+    def start(self) -> None:
+        assert self._rn is not None, "open() first"
+        if self.opts.peers == (self.opts.node_id,):
+            # A one-member cluster need not wait out an election timeout.
+            self._rn.campaign()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run()), loop.create_task(self._ticker())]
+
+    async def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self._wal is not None:
+            self._wal.close()
+            self._wal = None
+
+    # ---- inputs ----------------------------------------------------------------------------
+
+    def propose(self, data: bytes) -> None:
+        """Append a proposal (raises NotLeader / ProposalDropped from the core)."""
+        if self.failure is not None or self._rn is None or self._stopped:
+            from raft.core.errors import Stopped
+
+            raise Stopped()
+        self._rn.propose(data)
+        self._wake.set()
+
+    def step(self, msg: Message) -> None:
+        assert self._rn is not None
+        self._rn.step(msg)
+        self._wake.set()
+
+    # ---- the loop --------------------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        assert self._rn is not None
+        while not self._stopped:
+            await asyncio.sleep(self.opts.heartbeat_interval_s)
+            self._rn.tick()
+            self._wake.set()
+
+    async def _run(self) -> None:
+        rn = self._rn
+        assert rn is not None
+        try:
+            while not self._stopped:
+                if not rn.has_ready():
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                rd = rn.ready()
+                await self._persist(rd)
+                if rd.messages:
+                    self._transport.send(rd.messages)
+                self._observe(rd)
+                if rd.snapshot is not None:
+                    self._restore(rd.snapshot.data)
+                    self.applied_index = rd.snapshot.meta.index
+                for entry in rd.committed_entries:
+                    self._apply(entry)
+                    self.applied_index = entry.index
+                rn.advance(rd)
+                if self.applied_index - self._snap_index >= self.opts.snapshot_count:
+                    await self._snapshot()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a failed fsync or apply: stop serving writes, loudly
+            self.failure = exc
+            log.critical("raft loop stopped: %r", exc, exc_info=exc)
+            raise
+
+    def _observe(self, rd: Ready) -> None:
+        if rd.hard_state is not None:
+            self.term = rd.hard_state.term
+            self.committed_index = max(self.committed_index, rd.hard_state.commit)
+        if rd.soft_state is not None:
+            self.state = rd.soft_state.raft_state
+            if rd.soft_state.lead != self.lead:
+                self.lead = rd.soft_state.lead
+                if self._on_leader_change is not None:
+                    self._on_leader_change(self.lead)
+
+    async def _persist(self, rd: Ready) -> None:
+        wal = self._wal
+        assert wal is not None and self._snapshotter is not None
+        if rd.snapshot is not None:
+            await asyncio.to_thread(self._snapshotter.save, rd.snapshot)
+            wal.save_snapshot(rd.snapshot.meta)
+            self.storage.apply_snapshot(rd.snapshot)
+        if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
+            wal.append(rd.entries, rd.hard_state)
+            if rd.must_sync or rd.snapshot is not None:
+                await asyncio.to_thread(wal.sync)
+        if rd.entries:
+            self.storage.append(rd.entries)
+        if rd.hard_state is not None:
+            self.storage.set_hard_state(rd.hard_state)
+
+    async def _snapshot(self) -> None:
+        """Snapshot the applied state, then drop WAL segments and log entries it covers."""
+        wal = self._wal
+        assert wal is not None and self._snapshotter is not None
+        index = self.applied_index
+        meta = SnapshotMeta(index=index, term=self.storage.term(index), conf_state=self._conf_state)
+        data = self._take_snapshot()  # taken now, on the loop: consistent with `index`
+        await asyncio.to_thread(self._snapshotter.save, Snapshot(meta=meta, data=data))
+        wal.save_snapshot(meta)
+        await asyncio.to_thread(wal.sync)
+        self.storage.create_snapshot(index, self._conf_state, data)
+        if index > CATCH_UP_ENTRIES:
+            self.storage.compact(index - CATCH_UP_ENTRIES)
+        await asyncio.to_thread(wal.release_before, index)
+        self._snap_index = index
+        log.info("saved snapshot at index %d", index)

@@ -1,0 +1,60 @@
+"""What the v2 API needs from the server, as a Protocol (app.server satisfies it).
+
+Must not import raft or app: the arrows point from app to v2api, never back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from store.apply import Result
+from store.commands import Command
+from store.v2.tree import V2Store
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    id: int
+    name: str
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...]
+
+
+class Backend(Protocol):
+    @property
+    def v2(self) -> V2Store:
+        """The local v2 store, for local (possibly stale) reads and watch registration."""
+        ...
+
+    @property
+    def cluster_id(self) -> int: ...
+
+    @property
+    def member_id(self) -> int: ...
+
+    def raft_index_term(self) -> tuple[int, int]:
+        """(committed raft index, current term) as the answer is built."""
+        ...
+
+    async def propose(self, cmd: Command) -> Result:
+        """Commit cmd through the log and return its apply result. Raises ServerError."""
+        ...
+
+    def now_ns(self) -> int: ...
+
+    def members(self) -> list[MemberInfo]: ...
+
+    def leader_id(self) -> int:
+        """0 while there is no leader."""
+        ...
+
+    def self_stats(self) -> dict[str, Any]: ...
+
+    def leader_stats(self) -> dict[str, Any] | None:
+        """None when this member is not the leader."""
+        ...
+
+    async def health(self) -> bool: ...
+
+    def cluster_version(self) -> str | None: ...
