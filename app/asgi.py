@@ -7,6 +7,7 @@ as etcd 3.4 applies them. /v2/keys is handed to v2api; nothing here touches the 
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from typing import Any
@@ -34,6 +35,7 @@ from v2api.http import (
 from v2api.keys import KeysHandler
 from v2api.render import go_json
 
+log = logging.getLogger("etcdpy.http")
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 CORS_HEADERS: Headers = [
     (b"access-control-allow-headers", b"accept, content-type, authorization"),
@@ -85,6 +87,28 @@ class ClientApp:
         return []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._dispatch(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self._dispatch(scope, receive, tracking_send)
+        except OSError:
+            return  # the client went away mid-answer
+        except Exception:
+            # A bug must never surface as a traceback page: log it, answer like etcd's 500.
+            log.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                await respond(send, 500, [CT_TEXT, NOSNIFF], b"Internal Server Error\n")
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return

@@ -42,6 +42,7 @@ from v2api.params import (
     expire_ns_for,
     parse_form,
     parse_key_request,
+    parse_media_type,
 )
 from v2api.render import V2_STATUS, error_json, event_json, strip_prefix
 
@@ -107,8 +108,10 @@ class KeysHandler:
                     break
             body, too_big = await read_body(receive, MAX_FORM_BYTES)
             if too_big:
-                await self._error(send, 210, "http: POST too large", 0, head)
-                return
+                if parse_media_type(content_type or "")[0] == "application/x-www-form-urlencoded":
+                    await self._error(send, 210, "http: POST too large", 0, head)
+                    return
+                body = b""  # Go never reads a body it will not parse
         query = scope.get("query_string", b"")
         assert isinstance(query, bytes)
         try:

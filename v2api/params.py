@@ -28,8 +28,11 @@ class FormError(Exception):
 
 
 def go_unescape(s: str, plus_is_space: bool = True) -> str:
-    """Go url.QueryUnescape; raises FormError with Go's message on a bad escape."""
-    if "%" not in s:
+    """Go url.QueryUnescape; raises FormError with Go's message on a bad escape.
+
+    Invalid UTF-8 in the result becomes U+FFFD (the renderer writes it as Go does, `\\ufffd`).
+    """
+    if s.isascii() and "%" not in s:
         return s.replace("+", " ") if plus_is_space else s
     out = bytearray()
     raw = s.encode("utf-8", "surrogateescape")
@@ -71,20 +74,77 @@ def parse_query(qs: str, into: dict[str, list[str]]) -> str | None:
     return first_err
 
 
-def media_type(content_type: str) -> str:
-    return content_type.split(";", 1)[0].strip().lower()
+_TSPECIALS = set('()<>@,;:\\"/[]?=')
+
+
+def _is_token_char(ch: str) -> bool:
+    return " " < ch < "\x7f" and ch not in _TSPECIALS
+
+
+def _consume_token(v: str) -> tuple[str, str]:
+    i = 0
+    while i < len(v) and _is_token_char(v[i]):
+        i += 1
+    return v[:i], v[i:]
+
+
+def parse_media_type(v: str) -> tuple[str, str | None]:
+    """Go mime.ParseMediaType, reduced to (media type, first error message or None)."""
+    base = v.split(";", 1)[0]
+    mediatype = base.strip().lower()
+    typ, rest = _consume_token(mediatype)
+    if not typ:
+        return "", "mime: no media type"
+    if rest:
+        if not rest.startswith("/"):
+            return "", "mime: expected slash after first token"
+        sub, rest = _consume_token(rest[1:])
+        if not sub:
+            return "", "mime: expected token after slash"
+        if rest:
+            return "", "mime: unexpected content after media subtype"
+    params = v[len(base) :]
+    while params:
+        params = params.lstrip()
+        if not params:
+            break
+        if not params.startswith(";"):
+            return mediatype, "mime: invalid media parameter"
+        after = params[1:].lstrip()
+        key, after = _consume_token(after)
+        if not key:
+            if params.strip() == ";":
+                break  # Go ignores trailing semicolons
+            return mediatype, "mime: invalid media parameter"
+        after = after.lstrip()
+        if not after.startswith("="):
+            return mediatype, "mime: invalid media parameter"
+        after = after[1:].lstrip()
+        if after.startswith('"'):
+            end = after.find('"', 1)
+            if end < 0:
+                return mediatype, "mime: invalid media parameter"
+            params = after[end + 1 :]
+        else:
+            value, params = _consume_token(after)
+            if not value:
+                return mediatype, "mime: invalid media parameter"
+    return mediatype, None
 
 
 def parse_form(method: str, query: str, content_type: str | None, body: bytes) -> dict[str, list[str]]:
     """Go Request.ParseForm for the /v2/keys handler. Raises FormError (-> error 210)."""
     form: dict[str, list[str]] = {}
     err: str | None = None
-    if method in ("POST", "PUT", "PATCH") and content_type is not None:
-        if media_type(content_type) == "application/x-www-form-urlencoded":
+    if method in ("POST", "PUT", "PATCH"):
+        # Go: an empty Content-Type may be treated as application/octet-stream (RFC 7231 3.1.1.5)
+        ctype, err = parse_media_type(content_type or "application/octet-stream")
+        if ctype == "application/x-www-form-urlencoded":
             if len(body) > MAX_FORM_BYTES:
-                err = "http: POST too large"
+                err = err or "http: POST too large"
             else:
-                err = parse_query(body.decode("utf-8", "surrogateescape"), form)
+                berr = parse_query(body.decode("utf-8", "surrogateescape"), form)
+                err = err or berr
     qerr = parse_query(query, form)
     err = err or qerr
     if err is not None:
