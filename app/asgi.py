@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import orjson
 
-from app.version import ETCD_CLUSTER_VERSION, ETCD_VERSION, ETCDPY_VERSION
+from app.version import ETCD_VERSION, ETCDPY_VERSION
 from v2api.backend import Backend, MemberInfo
 from v2api.http import (
     CT_JSON,
@@ -67,7 +67,9 @@ def go_clean_path(p: str) -> str:
 
 
 class ClientApp:
-    def __init__(self, backend: Backend, *, cors: tuple[str, ...], enable_v2: bool, client_urls: tuple[str, ...]) -> None:
+    def __init__(
+        self, backend: Backend, *, cors: tuple[str, ...], enable_v2: bool, client_urls: tuple[str, ...]
+    ) -> None:
         self.backend = backend
         self.cors_any = "*" in cors
         self.cors_origins = frozenset(cors)
@@ -155,8 +157,13 @@ class ClientApp:
         headers: Headers = [(b"location", location.encode("latin-1"))]
         if scope["method"] in ("GET", "HEAD"):
             body = f'<a href="{location}">Moved Permanently</a>.\n\n'.encode()
-            await respond(send, 301, [(b"content-type", b"text/html; charset=utf-8"), *headers], body,
-                          head=scope["method"] == "HEAD")
+            await respond(
+                send,
+                301,
+                [(b"content-type", b"text/html; charset=utf-8"), *headers],
+                body,
+                head=scope["method"] == "HEAD",
+            )
         else:
             await respond(send, 301, headers, b"")
 
@@ -209,15 +216,24 @@ class ClientApp:
                 await respond(send, 503, [CT_TEXT, NOSNIFF], b'{"health":"false"}\n')
             return
         if path == "/metrics":
-            await respond(send, 200, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
-                          self._metrics(), head=method == "HEAD")
+            await respond(
+                send,
+                200,
+                [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
+                self._metrics(),
+                head=method == "HEAD",
+            )
             return
         if path == "/debug/vars":
             if method != "GET":
                 await method_not_allowed(send, "GET")
                 return
-            await respond(send, 200, [(b"content-type", b"application/json; charset=utf-8")],
-                          orjson.dumps({"etcdpy": {"version": ETCDPY_VERSION}}) + b"\n")
+            await respond(
+                send,
+                200,
+                [(b"content-type", b"application/json; charset=utf-8")],
+                orjson.dumps({"etcdpy": {"version": ETCDPY_VERSION}}) + b"\n",
+            )
             return
         if path == "/config/local/log":
             if method != "PUT":
@@ -236,7 +252,9 @@ class ClientApp:
         member_id = rest.lstrip("/")
         if method == "GET":
             if member_id == "":
-                body = go_json({"members": [_member_obj(m) for m in sorted(self.backend.members(), key=lambda m: m.id)]})
+                body = go_json(
+                    {"members": [_member_obj(m) for m in sorted(self.backend.members(), key=lambda m: m.id)]}
+                )
                 await respond(send, 200, [CT_JSON, *ch], body + b"\n")
             elif member_id == "leader":
                 lead = self.backend.leader_id()
@@ -266,7 +284,9 @@ class ClientApp:
                 req = orjson.loads(body)
                 urls = req.get("peerURLs") if isinstance(req, dict) else None
                 if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
-                    raise ValueError("json: cannot unmarshal into Go value of type httptypes.MemberCreateRequest")
+                    raise ValueError(
+                        "json: cannot unmarshal into Go value of type httptypes.MemberCreateRequest"
+                    )
             except (orjson.JSONDecodeError, ValueError) as exc:
                 await json_message(send, 400, _go_json_error(body, exc), ch)
                 return
@@ -326,7 +346,12 @@ class ClientApp:
 
 
 def _member_obj(m: MemberInfo) -> dict[str, Any]:
-    return {"id": format(m.id, "x"), "name": m.name, "peerURLs": list(m.peer_urls), "clientURLs": list(m.client_urls)}
+    return {
+        "id": format(m.id, "x"),
+        "name": m.name,
+        "peerURLs": list(m.peer_urls),
+        "clientURLs": list(m.client_urls),
+    }
 
 
 def _go_json_error(body: bytes, exc: Exception) -> str:

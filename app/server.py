@@ -19,11 +19,13 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
+import uvicorn
 
 from app.config import Config
 from app.version import ETCD_CLUSTER_VERSION
@@ -32,9 +34,9 @@ from raft.core.types import Entry, EntryType, StateType
 from raft.node import NodeOptions, RaftNode
 from store.apply import Applier, Result
 from store.commands import Command, Noop, V2Create, V2Set, V2Sync, decode, encode
-from store.errors import LeaderUnknown, RequestTimeout, ServerError
+from store.errors import LeaderUnknown, NodeExists, RequestTimeout, ServerError
 from store.errors import Stopped as ServerStopped
-from store.v2.tree import NodeExists, V2Store
+from store.v2.tree import V2Store
 from v2api.backend import MemberInfo
 
 log = logging.getLogger("etcdpy")
@@ -91,7 +93,8 @@ class EtcdServer:
             self._peer_urls_by_name.setdefault(name, ())
             self._peer_urls_by_name[name] += (url,)
         self._member_ids = {
-            name: member_id_for(urls, cfg.initial_cluster_token) for name, urls in self._peer_urls_by_name.items()
+            name: member_id_for(urls, cfg.initial_cluster_token)
+            for name, urls in self._peer_urls_by_name.items()
         }
         self._id = self._member_ids[cfg.name]
         self._cluster_id = cluster_id_for(list(self._member_ids.values()))
@@ -166,11 +169,8 @@ class EtcdServer:
     def members(self) -> list[MemberInfo]:
         """Membership as recorded in the v2 store under /0/members (as etcd 3.4 keeps it)."""
         out: list[MemberInfo] = []
-        try:
-            listing = self.v2.get("/0/members", True, True).node.nodes or []
-        except Exception:
-            return out
-        for m in listing:
+        root = self.v2.peek("/0/members", recursive=True)
+        for m in (root.nodes or []) if root is not None else []:
             mid = int(m.key.rsplit("/", 1)[1], 16)
             raft_attrs: dict[str, Any] = {}
             attrs: dict[str, Any] = {}
@@ -223,10 +223,8 @@ class EtcdServer:
         return True
 
     def cluster_version(self) -> str | None:
-        try:
-            return self.v2.get("/0/version", False, False).node.value
-        except Exception:
-            return None
+        node = self.v2.peek("/0/version")
+        return node.value if node is not None else None
 
     # ---- apply -----------------------------------------------------------------------------
 
@@ -275,14 +273,14 @@ class EtcdServer:
             return
         for name, member_id in sorted(self._member_ids.items(), key=lambda kv: kv[1]):
             path = f"/0/members/{member_id:x}/raftAttributes"
-            try:
-                self.v2.get(path, False, False)
-            except Exception:
+            if self.v2.peek(path) is None:
                 value = orjson.dumps({"peerURLs": list(self._peer_urls_by_name[name])}).decode()
                 result = await self.propose(V2Create(path, value, False, False, None))
                 if isinstance(result, Exception) and not isinstance(result, NodeExists):
                     raise result
-        attrs = orjson.dumps({"name": self.cfg.name, "clientURLs": list(self.cfg.advertise_client_urls)}).decode()
+        attrs = orjson.dumps(
+            {"name": self.cfg.name, "clientURLs": list(self.cfg.advertise_client_urls)}
+        ).decode()
         await self.propose(V2Set(f"/0/members/{mid}/attributes", attrs, False, None, False))
         if self.cluster_version() is None:
             await self.propose(V2Set("/0/version", ETCD_CLUSTER_VERSION, False, None, False))
@@ -329,9 +327,18 @@ def _bind(url: str) -> socket.socket:
     return sock
 
 
-async def serve(cfg: Config) -> int:
-    import uvicorn
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: etcdpy stops the server, then closes the WAL."""
 
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def install_signal_handlers(self) -> None:  # uvicorn < 0.29
+        return None
+
+
+async def serve(cfg: Config) -> int:
     from app.asgi import ClientApp
 
     server = EtcdServer(cfg)
@@ -360,12 +367,11 @@ async def serve(cfg: Config) -> int:
         timeout_graceful_shutdown=1,
         backlog=2048,
     )
-    userver = uvicorn.Server(ucfg)
+    userver = _QuietServer(ucfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    userver.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     serve_task = loop.create_task(userver.serve(sockets=socks))
     log.info("etcdpy serving client requests on %s", ", ".join(cfg.listen_client_urls))
     stop_task = loop.create_task(stop.wait())
@@ -382,7 +388,9 @@ async def serve(cfg: Config) -> int:
 
 def run(cfg: Config) -> int:
     logging.basicConfig(
-        level=getattr(logging, cfg.log_level.upper(), logging.INFO) if cfg.log_level != "warn" else logging.WARNING,
+        level=getattr(logging, cfg.log_level.upper(), logging.INFO)
+        if cfg.log_level != "warn"
+        else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -392,4 +400,3 @@ def run(cfg: Config) -> int:
         return uvloop.run(serve(cfg))
     except ImportError:
         return asyncio.run(serve(cfg))
-

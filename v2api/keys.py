@@ -33,7 +33,7 @@ from store.errors import (
 )
 from store.v2.event import Event
 from v2api.backend import Backend
-from v2api.http import CT_JSON, Headers, Receive, Send, method_not_allowed, read_body, respond
+from v2api.http import CT_JSON, Headers, Receive, Scope, Send, method_not_allowed, read_body, respond
 from v2api.params import (
     MAX_FORM_BYTES,
     FormError,
@@ -93,7 +93,7 @@ class KeysHandler:
 
     # ---- entry -----------------------------------------------------------------------------
 
-    async def __call__(self, scope: dict[str, object], receive: Receive, send: Send, key_path: str) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, key_path: str) -> None:
         method = str(scope["method"])
         if method not in ("HEAD", "GET", "PUT", "POST", "DELETE"):
             await method_not_allowed(send, ALLOW)
@@ -102,7 +102,7 @@ class KeysHandler:
         body = b""
         content_type: str | None = None
         if method in ("PUT", "POST"):
-            for name, value in scope["headers"]:  # type: ignore[attr-defined]
+            for name, value in scope["headers"]:
                 if name == b"content-type":
                     content_type = value.decode("latin-1")
                     break
@@ -165,7 +165,9 @@ class KeysHandler:
                 )
             return V2Create(req.path, req.value, req.dir, False, expire_ns)
         if req.prev_index > 0 or req.prev_value:
-            return V2CompareAndSwap(req.path, req.prev_value, req.prev_index, req.value, expire_ns, req.refresh)
+            return V2CompareAndSwap(
+                req.path, req.prev_value, req.prev_index, req.value, expire_ns, req.refresh
+            )
         return V2Set(req.path, req.value, req.dir, expire_ns, req.refresh)
 
     # ---- watch -----------------------------------------------------------------------------

@@ -147,6 +147,14 @@ class V2Store:
         view = self._repr(n, recursive, sorted_, self._clock(), True)
         return Event("get", view, None, self.current_index)
 
+    def peek(self, path: str, recursive: bool = False) -> NodeView | None:
+        """Internal read (membership, cluster version): not counted in the store stats."""
+        try:
+            n = self._walk_get(path)
+        except (KeyNotFound, NotADir):
+            return None
+        return self._repr(n, recursive, True, self._clock(), True)
+
     # ---- writing ---------------------------------------------------------------------------
 
     def _prev(self, n: Node) -> NodeView:
