@@ -33,6 +33,7 @@ from v2api.http import (
     respond,
 )
 from v2api.keys import KeysHandler
+from v2api.params import go_unescape
 from v2api.render import go_json
 
 log = logging.getLogger("etcdpy.http")
@@ -142,7 +143,8 @@ class ClientApp:
         if method == "OPTIONS":
             await respond(send, 200, [], b"")
             return
-        path: str = scope["path"]
+        # Decode the path ourselves: Go keeps invalid UTF-8 bytes distinct, uvicorn would fold them.
+        path = go_unescape(raw_path.split(b"?", 1)[0].decode("utf-8", "surrogateescape"), plus_is_space=False)
         cleaned = go_clean_path(path)
         if cleaned != path:
             await self._redirect(scope, send, cleaned)

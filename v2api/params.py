@@ -8,10 +8,27 @@ Must not import raft or app.
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass
 
 MAX_FORM_BYTES = 10 << 20  # Go net/http maxFormSize
 _HEX = "0123456789abcdefABCDEF"
+# Each byte of invalid UTF-8 becomes this private-use character inside etcdpy, so it stays
+# distinct from a real U+FFFD; the renderer writes it as Go does, as the escape `\\ufffd`.
+INVALID_BYTE_CHAR = "\U0010fffd"
+
+
+def _one_char_per_invalid_byte(err: UnicodeError) -> tuple[str, int]:
+    assert isinstance(err, UnicodeDecodeError)
+    return INVALID_BYTE_CHAR * (err.end - err.start), err.end
+
+
+codecs.register_error("etcdpy-go-invalid", _one_char_per_invalid_byte)
+
+
+def decode_go(raw: bytes) -> str:
+    """Bytes to str as Go sees them: one marker per invalid byte (Go's json writes each as \\ufffd)."""
+    return raw.decode("utf-8", "etcdpy-go-invalid")
 
 
 class RequestError(Exception):
@@ -30,7 +47,7 @@ class FormError(Exception):
 def go_unescape(s: str, plus_is_space: bool = True) -> str:
     """Go url.QueryUnescape; raises FormError with Go's message on a bad escape.
 
-    Invalid UTF-8 in the result becomes U+FFFD (the renderer writes it as Go does, `\\ufffd`).
+    Invalid UTF-8 in the result becomes INVALID_BYTE_CHAR, one per byte.
     """
     if s.isascii() and "%" not in s:
         return s.replace("+", " ") if plus_is_space else s
@@ -51,19 +68,20 @@ def go_unescape(s: str, plus_is_space: bool = True) -> str:
         else:
             out.append(c)
             i += 1
-    return out.decode("utf-8", "replace")
+    return decode_go(bytes(out))
 
 
 def parse_query(qs: str, into: dict[str, list[str]]) -> str | None:
     """Go url.ParseQuery into `into`; returns the first error message, keeps parsing after it."""
     first_err: str | None = None
     for part in qs.split("&"):
+        if ";" in part:
+            # Go 1.17+: a semicolon anywhere in key=value; this error overrides earlier ones
+            first_err = "invalid semicolon separator in query"
+            continue
         if not part:
             continue
         key, _, value = part.partition("=")
-        if ";" in key:
-            first_err = first_err or "invalid semicolon separator in query"
-            continue
         try:
             k = go_unescape(key)
             v = go_unescape(value)

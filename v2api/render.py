@@ -72,9 +72,9 @@ def go_json(obj: Any) -> bytes:
         out = out.replace(b">", b"\\u003e")
     if b"&" in out:
         out = out.replace(b"&", b"\\u0026")
-    if b"\xef\xbf\xbd" in out:
-        # invalid UTF-8 was decoded to U+FFFD at the edge; Go writes it as an escape
-        out = out.replace(b"\xef\xbf\xbd", b"\\ufffd")
+    if b"\xf4\x8f\xbf\xbd" in out:
+        # invalid input bytes (v2api.params.INVALID_BYTE_CHAR); Go writes each as an escape
+        out = out.replace(b"\xf4\x8f\xbf\xbd", b"\\ufffd")
     if b"\xe2\x80" in out:
         out = out.replace("\u2028".encode(), b"\\u2028").replace("\u2029".encode(), b"\\u2029")
     if b"\\b" in out or b"\\f" in out:

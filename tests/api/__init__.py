@@ -1,0 +1,1 @@
+"""In-process API tests (ASGITransport) and loopback uvicorn watch tests."""
