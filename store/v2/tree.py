@@ -114,7 +114,8 @@ class V2Store:
     def _ttl_of(self, n: Node, now_ns: int) -> tuple[int | None, int]:
         if n.expire_ns is None:
             return None, 0
-        left = n.expire_ns - now_ns
+        # Go's Time.Sub saturates at the int64 Duration range (a wrapped huge ttl shows -9223372036)
+        left = min(max(n.expire_ns - now_ns, -(1 << 63)), (1 << 63) - 1)
         ttl = left // NS_PER_S
         if left % NS_PER_S > 0:
             # floor + 1 is Go's truncation + 1 when positive and plain truncation when negative
