@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import signal
 import socket
 import struct
@@ -56,6 +57,40 @@ def cluster_id_for(member_ids: list[int]) -> int:
     return int(struct.unpack(">Q", hashlib.sha1(b).digest()[:8])[0])
 
 
+def load_identity(path: Path) -> tuple[int, int, tuple[int, ...]] | None:
+    """The member ID, cluster ID and initial voters recorded at first start, if any."""
+    try:
+        o = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise RuntimeError(f"{path}: unreadable member identity: {exc}") from exc
+    return int(o["member_id"], 16), int(o["cluster_id"], 16), tuple(int(p, 16) for p in o["peers"])
+
+
+def save_identity(path: Path, member_id: int, cluster_id: int, peers: tuple[int, ...]) -> None:
+    """Write durably: temp file, fsync, rename, fsync the directory."""
+    data = orjson.dumps(
+        {
+            "member_id": format(member_id, "x"),
+            "cluster_id": format(cluster_id, "x"),
+            "peers": [format(p, "x") for p in peers],
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def _rfc3339nano_local(ns: int) -> str:
     from v2api.render import rfc3339nano
 
@@ -96,17 +131,25 @@ class EtcdServer:
             name: member_id_for(urls, cfg.initial_cluster_token)
             for name, urls in self._peer_urls_by_name.items()
         }
-        self._id = self._member_ids[cfg.name]
-        self._cluster_id = cluster_id_for(list(self._member_ids.values()))
+        data_dir = Path(cfg.data_dir)
+        self._identity_path = data_dir / "member" / "identity.json"
+        identity = load_identity(self._identity_path)
+        if identity is not None:
+            # etcd reads its IDs back from the data dir: flags only matter on first start
+            self._id, self._cluster_id, peers = identity
+        else:
+            self._id = self._member_ids[cfg.name]
+            self._cluster_id = cluster_id_for(list(self._member_ids.values()))
+            peers = tuple(sorted(self._member_ids.values()))
+        self._peers = peers
         self.applier = Applier(clock=time.time_ns)
         self._waiters: dict[int, asyncio.Future[Result]] = {}
         self._next_req = (time.time_ns() & 0xFFFF_FFFF) << 20  # unique across restarts
-        data_dir = Path(cfg.data_dir)
         wal_dir = Path(cfg.wal_dir) if cfg.wal_dir else data_dir / "member" / "wal"
         self.node = RaftNode(
             NodeOptions(
                 node_id=self._id,
-                peers=tuple(sorted(self._member_ids.values())),
+                peers=self._peers,
                 wal_dir=wal_dir,
                 snap_dir=data_dir / "member" / "snap",
                 heartbeat_interval_s=cfg.heartbeat_interval_ms / 1000,
@@ -248,6 +291,8 @@ class EtcdServer:
 
     def open(self) -> None:
         self.node.open()
+        if not self._identity_path.exists():
+            save_identity(self._identity_path, self._id, self._cluster_id, self._peers)
 
     async def start(self) -> None:
         self.node.start()
@@ -272,6 +317,8 @@ class EtcdServer:
         if self.node.lead != self._id:
             return
         for name, member_id in sorted(self._member_ids.items(), key=lambda kv: kv[1]):
+            if member_id not in self._peers:
+                continue  # flags changed since this data dir was created; the dir wins
             path = f"/0/members/{member_id:x}/raftAttributes"
             if self.v2.peek(path) is None:
                 value = orjson.dumps({"peerURLs": list(self._peer_urls_by_name[name])}).decode()
