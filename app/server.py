@@ -167,7 +167,6 @@ class EtcdServer:
         self._start_ns = time.time_ns()
         self._leader_since_ns = 0
         self._tasks: list[asyncio.Task[None]] = []
-        self._published = False
         self.request_timeout_s = 5 + 2 * cfg.election_timeout_ms / 1000
 
     # ---- Backend protocol ------------------------------------------------------------------
@@ -282,10 +281,8 @@ class EtcdServer:
             fut.set_result(result)
 
     def _leader_changed(self, lead: int) -> None:
-        if lead == self._id:
-            self._leader_since_ns = time.time_ns()
-        elif lead:
-            self._leader_since_ns = time.time_ns()
+        # /v2/stats/self leaderInfo: when the current leader's reign began, as this member saw it
+        self._leader_since_ns = time.time_ns() if lead else 0
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -324,14 +321,13 @@ class EtcdServer:
                 value = orjson.dumps({"peerURLs": list(self._peer_urls_by_name[name])}).decode()
                 result = await self.propose(V2Create(path, value, False, False, None))
                 if isinstance(result, Exception) and not isinstance(result, NodeExists):
-                    raise result
+                    log.error("recording member %x failed: %r", member_id, result)
         attrs = orjson.dumps(
             {"name": self.cfg.name, "clientURLs": list(self.cfg.advertise_client_urls)}
         ).decode()
         await self.propose(V2Set(f"/0/members/{mid}/attributes", attrs, False, None, False))
         if self.cluster_version() is None:
             await self.propose(V2Set("/0/version", ETCD_CLUSTER_VERSION, False, None, False))
-        self._published = True
 
     async def _sync_loop(self) -> None:
         while True:

@@ -22,10 +22,18 @@ differences still show up as differences.
 ``compare`` walks two normalised values and returns ``Difference(path, expected, actual)``
 items; paths look like ``status``, ``headers.x-etcd-index``, ``body.node.nodes[1].key``,
 ``framing.chunk_lines``.  ``ttl``/``TTL`` values may differ by 1 (countdown).
+
+v3 gateway answers use the same machinery: ``cluster_id``/``member_id``/``raft_term``, lease
+``ID``/``lease``, ``hash``, ``dbSize*``, ``raft*`` and snapshot ``blob`` are masked by field name;
+revisions are compared literally (deterministic for a fresh server and a fixed op order);
+v3lock/v3election keys (``<name>/<lease ID hex>``) are masked; LeaseTimeToLive ``keys`` and
+LeaseLeases ``leases`` are sorted (Go map order).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import re
@@ -202,6 +210,33 @@ class RequestFacts:
             ("/v3/watch", "/v3beta/watch", "/v3/lease/keepalive", "/v3beta/lease/keepalive")
         )
 
+    # -- v3 gateway
+    @property
+    def v3_path(self) -> str | None:
+        """The gateway route (``/v3/...``; ``/v3beta/`` rewritten like etcd does), else None."""
+        if self.path.startswith("/v3/"):
+            return self.path
+        if self.path.startswith("/v3beta/"):
+            return "/v3/" + self.path[len("/v3beta/") :]
+        return None
+
+    @property
+    def is_v3(self) -> bool:
+        """Any request under ``/v3`` (also ``/v3alpha``, which etcd 3.4 answers from its v2 mux)."""
+        return self.path.startswith("/v3")
+
+    @property
+    def lease_derived_keys(self) -> bool:
+        """v3lock / v3election answers: their keys are ``<name>/<lease ID in hex>``."""
+        p = self.v3_path or ""
+        return p.startswith(("/v3/lock/", "/v3/election/"))
+
+    @property
+    def unordered_lease_keys(self) -> bool:
+        """LeaseTimeToLive ``keys``: Go map iteration order (random per call)."""
+        p = self.v3_path or ""
+        return p in ("/v3/lease/timetolive", "/v3/kv/lease/timetolive")
+
 
 # ---------------------------------------------------------------- masking
 
@@ -220,13 +255,36 @@ def _sort_key(node: JSON) -> str:
     return node.get("key", "") if isinstance(node, dict) else json.dumps(node)
 
 
+# ``<name>/<lease ID as lower-case hex>``: the keys v3lock and v3election create (volatile with the ID)
+_LEASE_KEY = re.compile(rb"\A(.*/)[0-9a-f]{1,16}\Z", re.DOTALL)
+
+
+def mask_lease_derived_key(b64key: str) -> str:
+    """A base64 key ``<name>/<hex lease id>`` -> ``<lease-key:NAME/>`` (NAME decoded), else unchanged."""
+    try:
+        raw = base64.b64decode(b64key, validate=True)
+    except (binascii.Error, ValueError):
+        return b64key
+    m = _LEASE_KEY.match(raw)
+    if not m:
+        return b64key
+    return f"<lease-key:{m.group(1).decode('utf-8', 'replace')}>"
+
+
 def mask_json(v: JSON, ctx: NormContext, req: RequestFacts, name: str = "") -> JSON:
-    """Mask volatile values; sort v2 children lists when the request did not ask for sorted=true."""
+    """Mask volatile values; sort v2 children lists when the request did not ask for sorted=true.
+
+    v3: lease IDs (``ID``, ``lease``) are masked by name like every other volatile field; keys
+    derived from them (v3lock/v3election answers) are masked too; the ``keys`` of a
+    LeaseTimeToLive answer and the ``leases`` of LeaseLeases are sorted (Go map order).
+    """
     if isinstance(v, dict):
         out: dict[str, JSON] = {}
         for k, x in v.items():
             if k in VOLATILE_FIELDS:
                 out[k] = mask_json(x, ctx, req, k) if isinstance(x, dict | list) else _mask_scalar(k, x)
+            elif k == "key" and isinstance(x, str) and req.lease_derived_keys:
+                out[k] = mask_lease_derived_key(x)
             else:
                 out[k] = mask_json(x, ctx, req, k)
         return out
@@ -236,6 +294,8 @@ def mask_json(v: JSON, ctx: NormContext, req: RequestFacts, name: str = "") -> J
             items.sort(key=_sort_key)  # Go map order: random per call
         elif name == "leases":
             items.sort(key=json.dumps)  # /v3/lease/leases order is random too
+        elif name == "keys" and req.unordered_lease_keys:
+            items.sort(key=json.dumps)  # LeaseTimeToLive keys come from a Go map
         return items
     if isinstance(v, str):
         if _TIMESTAMP.match(v):
