@@ -167,6 +167,7 @@ class EtcdServer:
         self._start_ns = time.time_ns()
         self._leader_since_ns = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self.published = False  # True once this member's start-up writes are applied (readiness)
         self.request_timeout_s = 5 + 2 * cfg.election_timeout_ms / 1000
 
     # ---- Backend protocol ------------------------------------------------------------------
@@ -328,6 +329,7 @@ class EtcdServer:
         await self.propose(V2Set(f"/0/members/{mid}/attributes", attrs, False, None, False))
         if self.cluster_version() is None:
             await self.propose(V2Set("/0/version", ETCD_CLUSTER_VERSION, False, None, False))
+        self.published = True
 
     async def _sync_loop(self) -> None:
         while True:

@@ -69,7 +69,7 @@ async def running_server(data_dir: Path, **overrides: Any) -> AsyncIterator[Etcd
     await srv.start()
     try:
         with anyio_fail_after(READY_TIMEOUT_S):
-            while not srv._published:
+            while not srv.published:
                 await asyncio.sleep(0.01)
         yield srv
     finally:
