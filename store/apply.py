@@ -1,7 +1,8 @@
 """The Applier: the only writer of store state, fed committed log entries in order.
 
-Invariant: apply is a pure function of (state, entry); a result is either an Event or the
-StoreError the client will see (errors are results, not failures of apply). `snapshot()` and
+Invariant: apply is a pure function of (state, entry); a result is either a value (a v2 Event,
+a v3 response, LeaseInfo, a revision) or the StoreError / V3Error the client will see (errors
+are results, not failures of apply, and leave the state unchanged). `snapshot()` and
 `restore()` round-trip the whole state deterministically. Must not import raft, asyncio or time.
 """
 
@@ -23,12 +24,22 @@ from store.commands import (
     V2Set,
     V2Sync,
     V2Update,
+    V3Compact,
+    V3DeleteRange,
+    V3LeaseGrant,
+    V3LeaseRevoke,
+    V3Put,
+    V3Txn,
 )
-from store.errors import StoreError
+from store.errors import StoreError, V3Error
 from store.v2.event import Event
 from store.v2.tree import V2Store
+from store.v3.state import V3Store
+from store.v3types import DeleteRangeResponse, LeaseInfo, PutResponse, TxnResponse
 
-Result = Event | StoreError | None
+# V3Compact and V3LeaseRevoke give the store revision after apply (the response header's).
+V3Result = PutResponse | DeleteRangeResponse | TxnResponse | LeaseInfo | int
+Result = Event | StoreError | V3Result | V3Error | None
 
 SNAPSHOT_FORMAT = 1
 
@@ -36,11 +47,12 @@ SNAPSHOT_FORMAT = 1
 class Applier:
     def __init__(self, clock: Callable[[], int] | None = None) -> None:
         self.v2 = V2Store(clock)
+        self.v3 = V3Store()
         self.applied_index = 0
 
     def apply(self, index: int, cmd: Command) -> Result:
         self.applied_index = index
-        v2 = self.v2
+        v2, v3 = self.v2, self.v3
         try:
             match cmd:
                 case V2Set():
@@ -64,9 +76,22 @@ class Applier:
                     return None
                 case Noop():
                     return None
+                case V3Put():
+                    return v3.put(cmd.req)
+                case V3DeleteRange():
+                    return v3.delete_range(cmd.req)
+                case V3Txn():
+                    return v3.txn(cmd.req)
+                case V3Compact():
+                    v3.compact(cmd.revision)
+                    return v3.current_revision
+                case V3LeaseGrant():
+                    return v3.lease_grant(cmd.lease_id, cmd.ttl_s)
+                case V3LeaseRevoke():
+                    return v3.lease_revoke(cmd.lease_id)
                 case _:
                     assert_never(cmd)
-        except StoreError as err:
+        except (StoreError, V3Error) as err:
             return err
 
     def snapshot(self) -> bytes:
@@ -74,6 +99,7 @@ class Applier:
             "format": SNAPSHOT_FORMAT,
             "applied_index": self.applied_index,
             "v2": self.v2.to_obj(),
+            "v3": self.v3.to_obj(),
         }
         return orjson.dumps(state, option=orjson.OPT_SORT_KEYS)
 
@@ -82,4 +108,9 @@ class Applier:
         if state.get("format") != SNAPSHOT_FORMAT:
             raise ValueError(f"unknown snapshot format {state.get('format')!r}")
         self.v2.load_obj(state["v2"])
+        # Snapshots written before v3 existed have no "v3": their v3 state is the empty store.
+        v3 = state.get("v3")
+        if v3 is None:
+            v3 = V3Store().to_obj()
+        self.v3.load_obj(v3)
         self.applied_index = state["applied_index"]
