@@ -27,18 +27,33 @@ from store.commands import (
     V3Compact,
     V3DeleteRange,
     V3LeaseGrant,
+    V3Alarm,
     V3LeaseRevoke,
     V3Put,
     V3Txn,
 )
-from store.errors import StoreError, V3Error
+from store.errors import StoreError, V3Error, V3NoSpace
 from store.v2.event import Event
 from store.v2.tree import V2Store
 from store.v3.state import V3Store
-from store.v3types import DeleteRangeResponse, LeaseInfo, PutResponse, TxnResponse
+from store.v3types import DeleteRangeResponse, LeaseInfo, PutResponse, TxnRequest, TxnResponse
+
+ALARM_GET, ALARM_ACTIVATE, ALARM_DEACTIVATE = 0, 1, 2
+ALARM_NONE, ALARM_NOSPACE, ALARM_CORRUPT = 0, 1, 2
+Alarms = tuple[tuple[int, int], ...]  # (member_id, alarm type), sorted
+
+
+def txn_has_puts(req: TxnRequest) -> bool:
+    """etcd quota Cost(txn) > 0: the txn (or a nested one) contains a put."""
+    for op in (*req.success, *req.failure):
+        if op.request_put is not None:
+            return True
+        if op.request_txn is not None and txn_has_puts(op.request_txn):
+            return True
+    return False
 
 # V3Compact and V3LeaseRevoke give the store revision after apply (the response header's).
-V3Result = PutResponse | DeleteRangeResponse | TxnResponse | LeaseInfo | int
+V3Result = PutResponse | DeleteRangeResponse | TxnResponse | LeaseInfo | int | Alarms
 Result = Event | StoreError | V3Result | V3Error | None
 
 SNAPSHOT_FORMAT = 1
@@ -48,7 +63,11 @@ class Applier:
     def __init__(self, clock: Callable[[], int] | None = None) -> None:
         self.v2 = V2Store(clock)
         self.v3 = V3Store()
+        self.alarms: set[tuple[int, int]] = set()
         self.applied_index = 0
+
+    def nospace(self) -> bool:
+        return any(alarm == ALARM_NOSPACE for _, alarm in self.alarms)
 
     def apply(self, index: int, cmd: Command) -> Result:
         self.applied_index = index
@@ -77,22 +96,46 @@ class Applier:
                 case Noop():
                     return None
                 case V3Put():
+                    # etcd applierV3Capped: with NOSPACE raised, writes that grow the db are refused
+                    if self.nospace():
+                        raise V3NoSpace()
                     return v3.put(cmd.req)
                 case V3DeleteRange():
                     return v3.delete_range(cmd.req)
                 case V3Txn():
+                    if self.nospace() and txn_has_puts(cmd.req):
+                        raise V3NoSpace()
                     return v3.txn(cmd.req)
                 case V3Compact():
                     v3.compact(cmd.revision)
                     return v3.current_revision
                 case V3LeaseGrant():
+                    if self.nospace():
+                        raise V3NoSpace()
                     return v3.lease_grant(cmd.lease_id, cmd.ttl_s)
                 case V3LeaseRevoke():
                     return v3.lease_revoke(cmd.lease_id)
+                case V3Alarm():
+                    return self._alarm(cmd)
                 case _:
                     assert_never(cmd)
         except (StoreError, V3Error) as err:
             return err
+
+    def _alarm(self, cmd: V3Alarm) -> Alarms:
+        """etcd applierV3backend.Alarm: GET lists, ACTIVATE/DEACTIVATE answer the changed alarm."""
+        if cmd.action == ALARM_ACTIVATE and cmd.alarm != ALARM_NONE:
+            entry = (cmd.member_id, cmd.alarm)
+            self.alarms.add(entry)  # etcd answers an already active alarm too
+            return (entry,)
+        if cmd.action == ALARM_DEACTIVATE:
+            entry = (cmd.member_id, cmd.alarm)
+            if entry not in self.alarms:
+                return ()
+            self.alarms.discard(entry)
+            return (entry,)
+        # GET: all alarms, or those of one type
+        return tuple(sorted(a for a in self.alarms if cmd.alarm in (ALARM_NONE, a[1])))
 
     def snapshot(self) -> bytes:
         state: dict[str, Any] = {
@@ -100,6 +143,7 @@ class Applier:
             "applied_index": self.applied_index,
             "v2": self.v2.to_obj(),
             "v3": self.v3.to_obj(),
+            "alarms": sorted(self.alarms),
         }
         return orjson.dumps(state, option=orjson.OPT_SORT_KEYS)
 
@@ -113,4 +157,5 @@ class Applier:
         if v3 is None:
             v3 = V3Store().to_obj()
         self.v3.load_obj(v3)
+        self.alarms = {(int(m), int(a)) for m, a in state.get("alarms", [])}
         self.applied_index = state["applied_index"]

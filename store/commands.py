@@ -136,7 +136,16 @@ class V3LeaseRevoke:
     lease_id: int
 
 
-V3Command = V3Put | V3DeleteRange | V3Txn | V3Compact | V3LeaseGrant | V3LeaseRevoke
+@dataclass(frozen=True, slots=True)
+class V3Alarm:
+    """etcd AlarmRequest: action GET(0)/ACTIVATE(1)/DEACTIVATE(2), alarm NONE(0)/NOSPACE(1)/CORRUPT(2)."""
+
+    action: int
+    member_id: int
+    alarm: int
+
+
+V3Command = V3Put | V3DeleteRange | V3Txn | V3Compact | V3LeaseGrant | V3LeaseRevoke | V3Alarm
 
 Command = (
     V2Set
@@ -154,6 +163,7 @@ Command = (
     | V3Compact
     | V3LeaseGrant
     | V3LeaseRevoke
+    | V3Alarm
 )
 
 _TAGS: dict[type[Any], int] = {
@@ -172,9 +182,10 @@ _TAGS: dict[type[Any], int] = {
     V3Compact: 13,
     V3LeaseGrant: 14,
     V3LeaseRevoke: 15,
+    V3Alarm: 16,
 }
 FIRST_V3_TAG = 10
-_V3_TYPES = (V3Put, V3DeleteRange, V3Txn, V3Compact, V3LeaseGrant, V3LeaseRevoke)
+_V3_TYPES = (V3Put, V3DeleteRange, V3Txn, V3Compact, V3LeaseGrant, V3LeaseRevoke, V3Alarm)
 _BY_TAG: dict[int, type[Any]] = {tag: cls for cls, tag in _TAGS.items()}
 
 
@@ -311,6 +322,8 @@ def _encode_v3(cmd: V3Command) -> Any:
             return [cmd.lease_id, cmd.ttl_s]
         case V3LeaseRevoke():
             return cmd.lease_id
+        case V3Alarm():
+            return [cmd.action, cmd.member_id, cmd.alarm]
         case _:
             assert_never(cmd)
 
@@ -330,4 +343,7 @@ def _decode_v3(tag: int, p: Any) -> V3Command:
         return V3LeaseGrant(_check_scalar(lease_id), _check_scalar(ttl_s))
     if cls is V3LeaseRevoke:
         return V3LeaseRevoke(_check_scalar(p))
+    if cls is V3Alarm:
+        action, member_id, alarm = p
+        return V3Alarm(_check_scalar(action), _check_scalar(member_id), _check_scalar(alarm))
     raise KeyError(tag)

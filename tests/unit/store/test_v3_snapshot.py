@@ -230,3 +230,28 @@ def test_applier_restores_a_snapshot_without_v3() -> None:
     del old["v3"]
     a.restore(orjson.dumps(old))
     assert a.v3.current_revision == 1 and a.v3.range(ALL).kvs == ()
+
+
+def test_nospace_alarm_refuses_growing_writes_until_disarmed() -> None:
+    from store.apply import ALARM_ACTIVATE, ALARM_DEACTIVATE, ALARM_GET, ALARM_NOSPACE, Applier
+    from store.commands import V3Alarm, V3DeleteRange, V3LeaseGrant, V3Put, V3Txn
+    from store.errors import V3NoSpace
+    from store.v3types import DeleteRangeRequest, PutRequest, RequestOp, TxnRequest
+
+    a = Applier()
+    assert not isinstance(a.apply(1, V3Put(PutRequest(b"k", b"v"))), Exception)
+    assert a.apply(2, V3Alarm(ALARM_ACTIVATE, 7, ALARM_NOSPACE)) == ((7, ALARM_NOSPACE),)
+    assert isinstance(a.apply(3, V3Put(PutRequest(b"k2", b"v"))), V3NoSpace)
+    assert isinstance(a.apply(4, V3LeaseGrant(5, 10)), V3NoSpace)
+    put_txn = TxnRequest(success=(RequestOp(request_put=PutRequest(b"x", b"y")),))
+    assert isinstance(a.apply(5, V3Txn(put_txn)), V3NoSpace)
+    del_txn = TxnRequest(success=(RequestOp(request_delete_range=DeleteRangeRequest(b"k")),))
+    assert not isinstance(a.apply(6, V3Txn(del_txn)), Exception)  # deletes free space: allowed
+    assert not isinstance(a.apply(7, V3DeleteRange(DeleteRangeRequest(b"k"))), Exception)
+    assert a.apply(8, V3Alarm(ALARM_GET, 0, 0)) == ((7, ALARM_NOSPACE),)
+    restored = Applier()
+    restored.restore(a.snapshot())
+    assert restored.alarms == {(7, ALARM_NOSPACE)}
+    assert a.apply(9, V3Alarm(ALARM_DEACTIVATE, 7, ALARM_NOSPACE)) == ((7, ALARM_NOSPACE),)
+    assert a.apply(10, V3Alarm(ALARM_DEACTIVATE, 7, ALARM_NOSPACE)) == ()
+    assert not isinstance(a.apply(11, V3Put(PutRequest(b"k2", b"v"))), Exception)
