@@ -24,10 +24,10 @@ from store.commands import (
     V2Set,
     V2Sync,
     V2Update,
+    V3Alarm,
     V3Compact,
     V3DeleteRange,
     V3LeaseGrant,
-    V3Alarm,
     V3LeaseRevoke,
     V3Put,
     V3Txn,
@@ -51,6 +51,7 @@ def txn_has_puts(req: TxnRequest) -> bool:
         if op.request_txn is not None and txn_has_puts(op.request_txn):
             return True
     return False
+
 
 # V3Compact and V3LeaseRevoke give the store revision after apply (the response header's).
 V3Result = PutResponse | DeleteRangeResponse | TxnResponse | LeaseInfo | int | Alarms
