@@ -12,6 +12,7 @@ import pytest
 
 from app.asgi import ClientApp
 from app.server import EtcdServer
+from app.version import ETCDPY_VERSION
 from tests.api.conftest import CLIENT_URL, PEER_URL, asgi_client, make_app, running_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
@@ -167,8 +168,9 @@ async def test_version(client: httpx.AsyncClient) -> None:
     r = await client.get("/version")
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     assert not r.content.endswith(b"\n")
-    v = r.json()
-    assert (v["etcdserver"], v["etcdcluster"]) == ("3.4.23", "3.4.0")
+    # exactly etcd's two fields: etcd3-py builds EtcdVersion(**body) and fails on any other
+    assert r.json() == {"etcdserver": "3.4.23", "etcdcluster": "3.4.0"}
+    assert r.headers["x-etcdpy-version"] == ETCDPY_VERSION
     assert "x-etcd-cluster-id" not in r.headers
 
 

@@ -39,15 +39,15 @@ DEFERRED: dict[str, str] = {
     "v2.auth.": "v2 auth (/v2/auth/*, enforcement) comes with the v2-auth issue",
 }
 
-_VERSION_FIELD = "etcdpy adds its own version to /version (README: Differences from etcd 3.4)"
+_VERSION_FIELD = "etcdpy adds an X-Etcdpy-Version header to /version (README: Differences from etcd 3.4)"
 _RAW_400 = (
     "Go writes its malformed-request 400 raw (no Date, no framing header); uvicorn always adds "
     "Date and frames the body (README: Differences from etcd 3.4)"
 )
 ACCEPTED_DIFFERENCES: Accepted = {
-    "v2.meta.version": [(1, "body.etcdpy", _VERSION_FIELD)],
-    "v2.meta.cors": [(5, "body.etcdpy", _VERSION_FIELD)],
-    "cors.whitelist": [(8, "body.etcdpy", _VERSION_FIELD)],
+    "v2.meta.version": [(1, "headers.x-etcdpy-version", _VERSION_FIELD)],
+    "v2.meta.cors": [(5, "headers.x-etcdpy-version", _VERSION_FIELD)],
+    "cors.whitelist": [(8, "headers.x-etcdpy-version", _VERSION_FIELD)],
     "v2.keys.bad_form": [
         (3, "headers.date", _RAW_400),
         (3, "headers.transfer-encoding", _RAW_400),
