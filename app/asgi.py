@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import orjson
@@ -35,6 +35,8 @@ from v2api.http import (
 from v2api.keys import KeysHandler
 from v2api.params import go_unescape
 from v2api.render import go_json
+from v3gateway.backend import V3Backend
+from v3gateway.routes import V3Gateway
 
 log = logging.getLogger("etcdpy.http")
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
@@ -69,9 +71,18 @@ def go_clean_path(p: str) -> str:
 
 class ClientApp:
     def __init__(
-        self, backend: Backend, *, cors: tuple[str, ...], enable_v2: bool, client_urls: tuple[str, ...]
+        self,
+        backend: Backend,
+        *,
+        cors: tuple[str, ...],
+        enable_v2: bool,
+        client_urls: tuple[str, ...],
+        v3: V3Backend | None = None,
     ) -> None:
         self.backend = backend
+        if v3 is None and hasattr(backend, "v3_range"):
+            v3 = cast(V3Backend, backend)  # EtcdServer with V3BackendMixin serves both APIs
+        self.v3 = V3Gateway(v3) if v3 is not None else None
         self.cors_any = "*" in cors
         self.cors_origins = frozenset(cors)
         self.enable_v2 = enable_v2
@@ -170,6 +181,12 @@ class ClientApp:
             await respond(send, 301, headers, b"")
 
     async def _route(self, scope: Scope, receive: Receive, send: Send, path: str, method: str) -> None:
+        # etcd 3.4 still serves the gateway under /v3beta/ (not /v3alpha/: that is a v2-mux 404).
+        if path.startswith("/v3beta/"):
+            path = "/v3/" + path[len("/v3beta/") :]
+        if path.startswith("/v3/") and self.v3 is not None:
+            await self.v3(scope, receive, send, path)
+            return
         if path.startswith("/v2/"):
             if not self.enable_v2:
                 await not_found(send)
@@ -203,10 +220,11 @@ class ClientApp:
                 {
                     "etcdserver": ETCD_VERSION,
                     "etcdcluster": self.backend.cluster_version() or "not_decided",
-                    "etcdpy": ETCDPY_VERSION,
                 }
             )
-            await respond(send, 200, [CT_JSON], body)
+            # etcdpy's own version rides in a header: clients such as etcd3-py build a record
+            # from exactly etcd's two body fields and fail on any extra one.
+            await respond(send, 200, [CT_JSON, (b"x-etcdpy-version", ETCDPY_VERSION.encode())], body)
             return
         if path == "/health":
             if method != "GET":

@@ -29,6 +29,7 @@ import orjson
 import uvicorn
 
 from app.config import Config
+from app.v3backend import V3BackendMixin
 from app.version import ETCD_CLUSTER_VERSION
 from raft.core.errors import NotLeader, ProposalDropped, Stopped
 from raft.core.types import Entry, EntryType, StateType
@@ -120,7 +121,7 @@ def _trim(s: str) -> str:
     return s.rstrip("0").rstrip(".") if "." in s else s
 
 
-class EtcdServer:
+class EtcdServer(V3BackendMixin):
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self._peer_urls_by_name: dict[str, tuple[str, ...]] = {}
@@ -295,7 +296,11 @@ class EtcdServer:
     async def start(self) -> None:
         self.node.start()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._bootstrap()), loop.create_task(self._sync_loop())]
+        self._tasks = [
+            loop.create_task(self._bootstrap()),
+            loop.create_task(self._sync_loop()),
+            loop.create_task(self.run_lease_expiry()),
+        ]
 
     async def _bootstrap(self) -> None:
         """etcd's internal writes after start: member add (new cluster), publish, cluster version."""
@@ -423,6 +428,7 @@ async def serve(cfg: Config) -> int:
     await asyncio.wait({serve_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
     # Watches never end on their own: close them so the graceful shutdown can finish.
     server.close_watchers()
+    server.close_v3_streams()
     userver.should_exit = True
     with contextlib.suppress(Exception):
         await serve_task

@@ -1,0 +1,163 @@
+"""What the v3 gateway needs from the server, as a Protocol (app.v3backend.V3BackendMixin
+gives app.server.EtcdServer these methods).
+
+Contract for every coroutine here: failures are raised as v3gateway.errors.GrpcError (etcd's
+message and gRPC code, e.g. store V3Error results converted by the server) or
+store.errors.ServerError (leader lost, timeout, stopped: UNAVAILABLE). Writes go through the
+log; their answers carry the revision after the write. Must not import app or raft.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from store.v3types import (
+    CompactionRequest,
+    DeleteRangeRequest,
+    DeleteRangeResponse,
+    Event,
+    PutRequest,
+    PutResponse,
+    RangeRequest,
+    RangeResponse,
+    TxnRequest,
+    TxnResponse,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RaftStatus:
+    committed_index: int
+    applied_index: int
+    term: int
+    lead: int
+    is_learner: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    id: int
+    name: str  # "" for a member that has not started yet
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...]
+    is_learner: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseTTL:
+    id: int
+    ttl_s: int  # remaining seconds, truncated (etcd: int64(Remaining().Seconds()))
+    granted_ttl_s: int
+    keys: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    member_id: int
+    alarm: int  # 1 NOSPACE, 2 CORRUPT
+
+
+class Watcher(Protocol):
+    """A store watcher (store.v3 MvccWatcher). The store appends (header revision, events)
+    batches in revision order, sets `compacted` to the compaction revision when the watcher
+    fell behind it (no batch follows then), and calls `wake()` after each change. The gateway
+    replaces `wake` and must call `cancel()` exactly once when done."""
+
+    id: int
+    batches: deque[tuple[int, list[Event]]]
+    compacted: int
+    wake: Callable[[], None]
+
+    def cancel(self) -> None: ...
+
+
+class V3Backend(Protocol):
+    @property
+    def cluster_id(self) -> int: ...
+
+    @property
+    def member_id(self) -> int: ...
+
+    def raft_status(self) -> RaftStatus: ...
+
+    def v3_revision(self) -> int:
+        """The store's current revision."""
+        ...
+
+    def v3_limits(self) -> tuple[int, int]:
+        """(max_request_bytes, max_txn_ops) as configured."""
+        ...
+
+    def v3_stopping(self) -> asyncio.Event:
+        """Set when the server shuts down: open streams end then."""
+        ...
+
+    # kv
+    async def v3_range(self, req: RangeRequest) -> RangeResponse:
+        """Linearizable unless req.serializable."""
+        ...
+
+    async def v3_put(self, req: PutRequest) -> PutResponse: ...
+
+    async def v3_delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse: ...
+
+    async def v3_txn(self, req: TxnRequest) -> TxnResponse: ...
+
+    async def v3_compact(self, req: CompactionRequest) -> int:
+        """Returns the header revision (the current revision)."""
+        ...
+
+    def v3_watch(
+        self,
+        key: bytes,
+        range_end: bytes,
+        start_revision: int,
+        *,
+        prev_kv: bool,
+        no_put: bool,
+        no_delete: bool,
+    ) -> Watcher:
+        """Register a watcher from start_revision (> 0). range_end b"" = single key,
+        b"\\x00" = every key >= key. Never raises for a compacted start (see Watcher)."""
+        ...
+
+    # lease
+    async def v3_lease_grant(self, lease_id: int, ttl_s: int) -> tuple[int, int, int]:
+        """lease_id 0 = server-assigned. Returns (id, granted ttl, header revision)."""
+        ...
+
+    async def v3_lease_revoke(self, lease_id: int) -> int:
+        """Returns the header revision."""
+        ...
+
+    async def v3_lease_renew(self, lease_id: int) -> int:
+        """Keepalive: the granted TTL, or 0 for an unknown lease."""
+        ...
+
+    def v3_lease_ttl(self, lease_id: int, *, keys: bool) -> LeaseTTL | None: ...
+
+    def v3_leases(self) -> list[int]: ...
+
+    # maintenance
+    def v3_hash(self) -> int: ...
+
+    def v3_db_size(self) -> tuple[int, int]:
+        """(dbSize, dbSizeInUse)."""
+        ...
+
+    def v3_snapshot(self) -> bytes: ...
+
+    def v3_alarms(self) -> list[Alarm]: ...
+
+    async def v3_alarm(self, action: int, member_id: int, alarm: int) -> list[Alarm]: ...
+
+    async def v3_move_leader(self, target_id: int) -> None: ...
+
+    # cluster
+    def v3_members(self) -> list[Member]: ...
+
+    def leader_id(self) -> int: ...

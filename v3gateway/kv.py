@@ -1,0 +1,60 @@
+"""KV service handlers: range, put, deleterange, txn, compaction.
+
+Invariant: etcd's v3rpc checks run before the backend is called, and writes are size-checked
+as the raft request they become; a read-only txn (ranges only) skips the raft size check, as
+etcd serves it without raft. Must not import app or raft.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from store.v3types import TxnRequest
+from v3gateway import codec, validate
+from v3gateway.backend import V3Backend
+from v3gateway.codec import Obj
+from v3gateway.common import RAFT_COMPACTION, RAFT_DELETE_RANGE, RAFT_PUT, RAFT_TXN, check_raft_size, header
+
+
+async def range_(be: V3Backend, d: dict[str, Any]) -> Obj:
+    req = codec.to_range_request(d)
+    validate.check_range(req)
+    resp = await be.v3_range(req)
+    return codec.range_obj(header(be, resp.revision), resp)
+
+
+async def put(be: V3Backend, d: dict[str, Any]) -> Obj:
+    req = codec.to_put_request(d)
+    validate.check_put(req)
+    check_raft_size(be, RAFT_PUT, codec.proto_size(codec.PUT_REQUEST, d))
+    resp = await be.v3_put(req)
+    return codec.put_obj(header(be, resp.revision), resp)
+
+
+async def delete_range(be: V3Backend, d: dict[str, Any]) -> Obj:
+    req = codec.to_delete_range_request(d)
+    validate.check_delete_range(req)
+    check_raft_size(be, RAFT_DELETE_RANGE, codec.proto_size(codec.DELETE_RANGE_REQUEST, d))
+    resp = await be.v3_delete_range(req)
+    return codec.delete_range_obj(header(be, resp.revision), resp)
+
+
+def is_read_only(req: TxnRequest) -> bool:
+    """etcd isTxnReadonly: every op of both branches is a range (a nested txn is not)."""
+    return all(op.request_range is not None for op in (*req.success, *req.failure))
+
+
+async def txn(be: V3Backend, d: dict[str, Any]) -> Obj:
+    req = codec.to_txn_request(d)
+    validate.check_txn(req, be.v3_limits()[1])
+    if not is_read_only(req):
+        check_raft_size(be, RAFT_TXN, codec.proto_size(codec.TXN_REQUEST, d))
+    resp = await be.v3_txn(req)
+    return codec.txn_obj(header(be, resp.revision), resp)
+
+
+async def compaction(be: V3Backend, d: dict[str, Any]) -> Obj:
+    req = codec.to_compaction_request(d)
+    check_raft_size(be, RAFT_COMPACTION, codec.proto_size(codec.COMPACTION_REQUEST, d))
+    revision = await be.v3_compact(req)
+    return {"header": header(be, revision)}

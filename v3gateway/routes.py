@@ -1,0 +1,179 @@
+"""The gateway's route table and the unary/stream runners (grpc-gateway 1.6.4 ServeMux).
+
+Invariants: routes are exact paths, POST only; a known path with another method is 405
+without Allow, anything else under /v3/ is 404 `Not Found\\n`. A unary request is decoded
+(errors: 400, code 3, never reached gRPC), checked against the gRPC receive limit
+(max-request-bytes + 512 KiB), handled, and answered with `Grpc-Metadata-Content-Type`; a
+failure uses the unary error envelope. Must not import app, raft or v2api.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from store.errors import ServerError
+from v3gateway import cluster, codec, kv, lease, maintenance, watch
+from v3gateway.backend import V3Backend
+from v3gateway.codec import MessageType, Obj, dumps
+from v3gateway.common import GRPC_OVERHEAD_BYTES, etcd_headers
+from v3gateway.errors import (
+    Code,
+    GrpcError,
+    from_server_error,
+    grpc_message_too_large,
+    send_decode_error,
+    send_unary_error,
+)
+from v3gateway.gojson import GoJSONError
+from v3gateway.http import (
+    CT_JSON,
+    CT_TEXT,
+    GRPC_METADATA,
+    NOSNIFF,
+    BodyTooLarge,
+    Receive,
+    Scope,
+    Send,
+    header_value,
+    read_body,
+    respond,
+)
+from v3gateway.stream import RequestStream, ResponseStream
+
+Unary = Callable[[V3Backend, dict[str, Any]], Awaitable[Obj]]
+Streaming = Callable[[V3Backend, RequestStream, ResponseStream], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    request: MessageType
+    unary: Unary | None = None
+    stream: Streaming | None = None
+    service: str = ""  # set for services etcdpy does not serve (auth, lock, election)
+
+
+def _unimplemented(service: str) -> Route:
+    return Route(codec.EMPTY_REQUEST, service=service)
+
+
+_AUTH = _unimplemented("etcdserverpb.Auth")
+_LOCK = _unimplemented("v3lockpb.Lock")
+_ELECTION = _unimplemented("v3electionpb.Election")
+
+ROUTES: Final[dict[str, Route]] = {
+    "/v3/kv/range": Route(codec.RANGE_REQUEST, kv.range_),
+    "/v3/kv/put": Route(codec.PUT_REQUEST, kv.put),
+    "/v3/kv/deleterange": Route(codec.DELETE_RANGE_REQUEST, kv.delete_range),
+    "/v3/kv/txn": Route(codec.TXN_REQUEST, kv.txn),
+    "/v3/kv/compaction": Route(codec.COMPACTION_REQUEST, kv.compaction),
+    "/v3/watch": Route(codec.WATCH_REQUEST, stream=watch.watch),
+    "/v3/lease/grant": Route(codec.LEASE_GRANT_REQUEST, lease.grant),
+    "/v3/lease/revoke": Route(codec.LEASE_ID_REQUEST, lease.revoke),
+    "/v3/kv/lease/revoke": Route(codec.LEASE_ID_REQUEST, lease.revoke),
+    "/v3/lease/keepalive": Route(codec.LEASE_ID_REQUEST, stream=lease.keepalive),
+    "/v3/lease/timetolive": Route(codec.LEASE_TTL_REQUEST, lease.time_to_live),
+    "/v3/kv/lease/timetolive": Route(codec.LEASE_TTL_REQUEST, lease.time_to_live),
+    "/v3/lease/leases": Route(codec.EMPTY_REQUEST, lease.leases),
+    "/v3/kv/lease/leases": Route(codec.EMPTY_REQUEST, lease.leases),
+    "/v3/cluster/member/add": Route(codec.MEMBER_ADD_REQUEST, cluster.member_add),
+    "/v3/cluster/member/remove": Route(codec.MEMBER_ID_REQUEST, cluster.member_remove),
+    "/v3/cluster/member/update": Route(codec.MEMBER_UPDATE_REQUEST, cluster.member_update),
+    "/v3/cluster/member/list": Route(codec.EMPTY_REQUEST, cluster.member_list),
+    "/v3/cluster/member/promote": Route(codec.MEMBER_ID_REQUEST, cluster.member_promote),
+    "/v3/maintenance/alarm": Route(codec.ALARM_REQUEST, maintenance.alarm),
+    "/v3/maintenance/status": Route(codec.EMPTY_REQUEST, maintenance.status),
+    "/v3/maintenance/defragment": Route(codec.EMPTY_REQUEST, maintenance.defragment),
+    # Hash and HashKV share this path; the first registration (Hash) wins.
+    "/v3/maintenance/hash": Route(codec.EMPTY_REQUEST, maintenance.hash_),
+    "/v3/maintenance/snapshot": Route(codec.EMPTY_REQUEST, stream=maintenance.snapshot),
+    "/v3/maintenance/transfer-leadership": Route(codec.MOVE_LEADER_REQUEST, maintenance.move_leader),
+    **{
+        f"/v3/auth/{p}": _AUTH
+        for p in (
+            "enable",
+            "disable",
+            "authenticate",
+            "user/add",
+            "user/get",
+            "user/list",
+            "user/delete",
+            "user/changepw",
+            "user/grant",
+            "user/revoke",
+            "role/add",
+            "role/get",
+            "role/list",
+            "role/delete",
+            "role/grant",
+            "role/revoke",
+        )
+    },
+    "/v3/lock/lock": _LOCK,
+    "/v3/lock/unlock": _LOCK,
+    **{f"/v3/election/{p}": _ELECTION for p in ("campaign", "proclaim", "leader", "resign", "observe")},
+}
+
+# A body this large cannot hold a request under the gRPC limit in any sane encoding.
+BODY_READ_CAP: Final = 64 << 20
+
+
+class V3Gateway:
+    """Raw ASGI handler for every path under /v3/ (after the /v3beta/ rewrite)."""
+
+    def __init__(self, backend: V3Backend) -> None:
+        self.backend = backend
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        route = ROUTES.get(path)
+        method: str = scope["method"]
+        override = header_value(scope, b"x-http-method-override")
+        if (
+            override
+            and method == "POST"
+            and header_value(scope, b"content-type") == b"application/x-www-form-urlencoded"
+        ):
+            method = override.decode("latin-1").upper()
+        if route is None:
+            await respond(send, 404, [CT_TEXT, NOSNIFF, *etcd_headers(self.backend)], b"Not Found\n")
+            return
+        if method != "POST":
+            await respond(send, 405, [CT_TEXT, NOSNIFF, *etcd_headers(self.backend)], b"Method Not Allowed\n")
+            return
+        if route.stream is not None:
+            out = ResponseStream(send, lambda: etcd_headers(self.backend))
+            await route.stream(self.backend, RequestStream(receive), out)
+            return
+        await self._unary(scope, receive, send, route)
+
+    async def _unary(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
+        be = self.backend
+        try:
+            body = await read_body(receive, BODY_READ_CAP)
+        except BodyTooLarge:
+            limit = be.v3_limits()[0] + GRPC_OVERHEAD_BYTES
+            await send_unary_error(
+                scope, send, grpc_message_too_large(BODY_READ_CAP, limit), etcd_headers(be)
+            )
+            return
+        try:
+            d = codec.decode_body(route.request, body)
+        except GoJSONError as exc:
+            await send_decode_error(send, exc.message, Code.INVALID_ARGUMENT, etcd_headers(be))
+            return
+        try:
+            limit = be.v3_limits()[0] + GRPC_OVERHEAD_BYTES
+            size = codec.proto_size(route.request, d)
+            if size > limit:
+                raise grpc_message_too_large(size, limit)
+            if route.unary is None:
+                raise GrpcError(f"unknown service {route.service}", Code.UNIMPLEMENTED)
+            obj = await route.unary(be, d)
+        except GrpcError as err:
+            await send_unary_error(scope, send, err, etcd_headers(be))
+            return
+        except ServerError as exc:
+            await send_unary_error(scope, send, from_server_error(exc), etcd_headers(be))
+            return
+        await respond(send, 200, [CT_JSON, GRPC_METADATA, *etcd_headers(be)], dumps(obj))
