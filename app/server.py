@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import orjson
 import uvicorn
 
+from app.compactor import Compactor
 from app.config import Config
 from app.v3backend import V3BackendMixin
 from app.version import ETCD_CLUSTER_VERSION
@@ -35,8 +36,8 @@ from raft.core.errors import NotLeader, ProposalDropped, Stopped
 from raft.core.types import Entry, EntryType, StateType
 from raft.node import NodeOptions, RaftNode
 from store.apply import Applier, Result
-from store.commands import Command, Noop, V2Create, V2Set, V2Sync, decode, encode
-from store.errors import LeaderUnknown, NodeExists, RequestTimeout, ServerError
+from store.commands import Command, Noop, V2Create, V2Set, V2Sync, V3Compact, decode, encode
+from store.errors import LeaderUnknown, NodeExists, RequestTimeout, ServerError, V3Compacted
 from store.errors import Stopped as ServerStopped
 from store.v2.tree import V2Store
 from v2api.backend import MemberInfo
@@ -300,7 +301,25 @@ class EtcdServer(V3BackendMixin):
             loop.create_task(self._bootstrap()),
             loop.create_task(self._sync_loop()),
             loop.create_task(self.run_lease_expiry()),
+            loop.create_task(self._compactor().run()),
         ]
+
+    def _compactor(self) -> Compactor:
+        async def compact(revision: int) -> bool:
+            try:
+                result = await self.propose(V3Compact(revision))
+            except ServerError:
+                return False
+            # etcd treats "already compacted" as success for its compactors
+            return not isinstance(result, Exception) or isinstance(result, V3Compacted)
+
+        return Compactor(
+            mode=self.cfg.auto_compaction_mode,
+            retention=self.cfg.compaction_retention(),
+            current_revision=lambda: self.applier.v3.current_revision,
+            compact=compact,
+            is_leader=lambda: self.node.lead == self._id,
+        )
 
     async def _bootstrap(self) -> None:
         """etcd's internal writes after start: member add (new cluster), publish, cluster version."""
