@@ -16,6 +16,7 @@ from urllib.parse import quote
 import orjson
 
 from app.version import ETCD_VERSION, ETCDPY_VERSION
+from store.errors import ServerError
 from v2api.backend import Backend, MemberInfo
 from v2api.http import (
     CT_JSON,
@@ -317,6 +318,20 @@ class ClientApp:
         known = {format(m.id, "x"): m for m in self.backend.members()}
         if method in ("PUT", "DELETE") and member_id not in known:
             await json_message(send, 404, f"No such member: {member_id}", ch)
+            return
+        if method == "PUT":
+            others = {u for mid, m in known.items() if mid != member_id for u in m.peer_urls}
+            new_urls: list[str] = list(urls or ())
+            taken = next((u for u in new_urls if u in others), None)
+            if taken is not None:
+                await json_message(send, 409, "etcdserver: Peer URLs already exists", ch)
+                return
+            try:
+                await self.backend.update_member_peer_urls(known[member_id].id, new_urls)
+            except ServerError:
+                await json_message(send, 500, "Internal Server Error", ch)
+                return
+            await respond(send, 204, ch, b"")
             return
         # Runtime membership changes arrive with the cluster work; refuse them clearly.
         await json_message(send, 500, "Internal Server Error", ch)

@@ -36,8 +36,15 @@ from raft.core.errors import NotLeader, ProposalDropped, Stopped
 from raft.core.types import Entry, EntryType, StateType
 from raft.node import NodeOptions, RaftNode
 from store.apply import Applier, Result
-from store.commands import Command, Noop, V2Create, V2Set, V2Sync, V3Compact, decode, encode
-from store.errors import LeaderUnknown, NodeExists, RequestTimeout, ServerError, V3Compacted
+from store.commands import Command, Noop, V2Create, V2Set, V2Sync, V2Update, V3Compact, decode, encode
+from store.errors import (
+    LeaderUnknown,
+    NodeExists,
+    RequestTimeout,
+    ServerError,
+    UnsupportedChange,
+    V3Compacted,
+)
 from store.errors import Stopped as ServerStopped
 from store.v2.tree import V2Store
 from v2api.backend import MemberInfo
@@ -236,6 +243,19 @@ class EtcdServer(V3BackendMixin):
 
     def leader_id(self) -> int:
         return self.node.lead
+
+    async def update_member_peer_urls(self, member_id: int, peer_urls: list[str]) -> None:
+        """etcd UpdateRaftAttributes: the member's raftAttributes rewritten in the v2 store.
+
+        With one member there is no peer traffic to re-route, so this is the whole change; a
+        multi-member cluster will carry it as a conf change first (cluster issue).
+        """
+        if len(self._peers) > 1:
+            raise UnsupportedChange("runtime membership changes need the cluster work")
+        value = orjson.dumps({"peerURLs": list(peer_urls)}).decode()
+        result = await self.propose(V2Update(f"/0/members/{member_id:x}/raftAttributes", value, None, False))
+        if isinstance(result, Exception):
+            raise result
 
     def self_stats(self) -> dict[str, Any]:
         now = time.time_ns()

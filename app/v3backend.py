@@ -34,7 +34,7 @@ from store.commands import (
     V3Put,
     V3Txn,
 )
-from store.errors import LeaderUnknown, RequestTimeout, ServerError, V3Error, V3NoSpace
+from store.errors import LeaderUnknown, RequestTimeout, ServerError, UnsupportedChange, V3Error, V3NoSpace
 from store.v3types import (
     CompactionRequest,
     DeleteRangeRequest,
@@ -96,6 +96,8 @@ class V3BackendMixin:
         async def propose(self, cmd: Command) -> Result: ...
 
         def members(self) -> list[MemberInfo]: ...
+
+        async def update_member_peer_urls(self, member_id: int, peer_urls: list[str]) -> None: ...
 
         def leader_id(self) -> int: ...
 
@@ -348,6 +350,14 @@ class V3BackendMixin:
         raise GrpcError("etcdserver: leadership transfer is not supported by etcdpy yet", Code.UNIMPLEMENTED)
 
     # ---- cluster -------------------------------------------------------------------------------
+
+    async def v3_member_update(self, member_id: int, peer_urls: list[str]) -> None:
+        try:
+            await self.update_member_peer_urls(member_id, peer_urls)
+        except UnsupportedChange:
+            raise GrpcError(
+                "etcdserver: runtime membership changes are not supported by etcdpy yet", Code.UNIMPLEMENTED
+            ) from None
 
     def v3_members(self) -> list[Member]:
         return [Member(m.id, m.name, m.peer_urls, m.client_urls) for m in self.members()]

@@ -59,6 +59,10 @@ class LeaderUnknown(ServerError):
         super().__init__("etcdserver: leader changed")
 
 
+class UnsupportedChange(ServerError):
+    """A membership change this build cannot make yet (multi-member changes: cluster issue)."""
+
+
 class Stopped(ServerError):
     def __init__(self) -> None:
         super().__init__("etcdserver: server stopped")

@@ -45,6 +45,10 @@ class Backend(Protocol):
 
     def members(self) -> list[MemberInfo]: ...
 
+    async def update_member_peer_urls(self, member_id: int, peer_urls: list[str]) -> None:
+        """Record new peer URLs for a member through the log. Raises ServerError."""
+        ...
+
     def leader_id(self) -> int:
         """0 while there is no leader."""
         ...

@@ -106,9 +106,8 @@ async def member_update(be: V3Backend, d: dict[str, Any]) -> Obj:
     others = {u for m in members.values() if m.id != member_id for u in m.peer_urls}
     if any(u in others for u in urls):
         raise GrpcError(*ERR_PEER_URL_EXISTS)
-    if sorted(urls) == sorted(members[member_id].peer_urls):
-        return _answer(be)  # nothing changes
-    raise GrpcError(*ERR_UNSUPPORTED)
+    await be.v3_member_update(member_id, urls)
+    return _answer(be)
 
 
 async def member_promote(be: V3Backend, d: dict[str, Any]) -> Obj:

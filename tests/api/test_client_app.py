@@ -292,3 +292,22 @@ async def test_restart_keeps_data_and_publishes_again(tmp_path: Path) -> None:
         assert r.headers["x-raft-term"] == str(srv2.raft_index_term()[1])
         r = await c2.put("/v2/keys/keep/a?value=3&prevValue=1")
         assert r.status_code == 200 and r.json()["node"]["createdIndex"] == 4
+
+
+async def test_member_peer_url_update_goes_through_the_log(
+    client: httpx.AsyncClient, server: EtcdServer
+) -> None:
+    me = format(server.member_id, "x")
+    before = int((await client.get("/v2/keys")).headers["x-etcd-index"])
+    same = (await client.get("/v2/members")).json()["members"][0]["peerURLs"]
+    r = await client.put(f"/v2/members/{me}", json={"peerURLs": same})
+    assert r.status_code == 204 and r.content == b""
+    # etcd rewrites the member's raftAttributes in the v2 store: one store index
+    assert int((await client.get("/v2/keys")).headers["x-etcd-index"]) == before + 1
+    r = await client.put(f"/v2/members/{me}", json={"peerURLs": ["http://127.0.0.1:29999"]})
+    assert r.status_code == 204
+    assert (await client.get("/v2/members")).json()["members"][0]["peerURLs"] == ["http://127.0.0.1:29999"]
+    bad = await client.put(
+        f"/v2/members/{me}", content=b'{"peerURLs":["x"]}', headers={"content-type": "text/plain"}
+    )
+    assert bad.status_code == 415
