@@ -105,6 +105,10 @@ class RaftNode:
                     f"{opts.snap_dir}: the WAL records a snapshot at index {state.snapshot.index} "
                     "but no valid snapshot file with that index exists"
                 )
+            if not snap.meta.conf_state.voters:
+                # a restored snapshot (app.restore) names no voters: this member's flags do
+                meta = SnapshotMeta(snap.meta.index, snap.meta.term, ConfState(voters=opts.peers))
+                snap = Snapshot(meta=meta, data=snap.data)
             self.storage.apply_snapshot(snap)
             self._restore(snap.data)
             applied = snap.meta.index
