@@ -19,7 +19,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from store.v3types import Event
+from store.v3types import Event, KeyValue
 from v3gateway import codec
 from v3gateway.backend import V3Backend, Watcher
 from v3gateway.codec import Obj
@@ -33,6 +33,7 @@ FILTER_NOPUT, FILTER_NODELETE = 0, 1
 ERR_DUPLICATE_ID: Final = "mvcc: duplicate watch ID provided on the WatchStream"
 ERR_EMPTY_RANGE: Final = "mvcc: watcher range is empty"
 WATCH_BATCH_MAX_REVS: Final = 1000  # etcd mvcc watchBatchMaxRevs
+GRPC_OVERHEAD_BYTES: Final = 512 * 1024  # etcd: watch responses may reach max-request-bytes + this
 
 
 @dataclass
@@ -40,6 +41,59 @@ class _Entry:
     watcher: Watcher | None  # None once compacted (the id stays taken until cancelled)
     progress_notify: bool = False
     sent_since_tick: bool = False
+    fragment: bool = False
+
+
+def _varint(v: int) -> int:
+    v &= (1 << 64) - 1  # negative int64 values take ten bytes on the wire
+    n = 1
+    while v >= 0x80:
+        v >>= 7
+        n += 1
+    return n
+
+
+def _bytes_field(b: bytes) -> int:
+    return 1 + _varint(len(b)) + len(b) if b else 0
+
+
+def _kv_size(kv: KeyValue) -> int:
+    ints = (kv.create_revision, kv.mod_revision, kv.version, kv.lease)
+    return _bytes_field(kv.key) + _bytes_field(kv.value) + sum(1 + _varint(v) for v in ints if v)
+
+
+def event_size(ev: Event) -> int:
+    """Protobuf size of one event inside a WatchResponse (repeated field 11)."""
+    inner = (1 + _varint(ev.type) if ev.type else 0) + 1 + _varint(k := _kv_size(ev.kv)) + k
+    if ev.prev_kv is not None:
+        inner += 1 + _varint(p := _kv_size(ev.prev_kv)) + p
+    return 1 + _varint(inner) + inner
+
+
+def response_base_size(hdr: Obj, watch_id: int) -> int:
+    """Size of a WatchResponse without its events: the header (field 1) and the watch id."""
+    h = sum(1 + _varint(int(v)) for v in hdr.values() if int(v))
+    return 1 + _varint(h) + h + (1 + _varint(watch_id) if watch_id else 0)
+
+
+def fragments(events: list[Event], base: int, limit: int) -> list[list[Event]]:
+    """etcd sendFragments: a response of `limit` bytes or more with 2+ events is split;
+    each part takes events until the next would bring it to the limit (at least one)."""
+    sizes = [event_size(e) for e in events]
+    if len(events) < 2 or base + sum(sizes) < limit:
+        return [events]
+    base += 2  # every part is measured with fragment=true set
+    parts: list[list[Event]] = []
+    cur: list[Event] = []
+    size = base
+    for ev, sz in zip(events, sizes, strict=True):
+        if cur and size + sz >= limit:
+            parts.append(cur)
+            cur, size = [], base
+        cur.append(ev)
+        size += sz
+    parts.append(cur)
+    return parts
 
 
 @dataclass
@@ -119,6 +173,20 @@ class WatchSession:
     async def _send(self, obj: Obj) -> None:
         await self.out.result(obj)
 
+    async def _send_events(self, hdr: Obj, watch_id: int, entry: _Entry, events: list[Event]) -> None:
+        entry.sent_since_tick = True
+        if not entry.fragment:
+            await self._send(codec.watch_response_obj(hdr, watch_id=watch_id, events=events))
+            return
+        limit = self.be.v3_limits()[0] + GRPC_OVERHEAD_BYTES
+        parts = fragments(events, response_base_size(hdr, watch_id), limit)
+        for i, part in enumerate(parts):
+            obj = codec.watch_response_obj(hdr, watch_id=watch_id, events=part)
+            if i < len(parts) - 1:
+                obj["fragment"] = True  # WatchResponse field 7, before `events` (field 11)
+                obj = {**{k: v for k, v in obj.items() if k != "events"}, "events": obj["events"]}
+            await self._send(obj)
+
     async def _handle(self, req: dict[str, Any]) -> None:
         if "create_request" in req:
             await self._create(req["create_request"])
@@ -161,7 +229,7 @@ class WatchSession:
             no_delete=FILTER_NODELETE in filters,
         )
         w.wake = self.wake.set
-        entry = _Entry(w, progress_notify=bool(c.get("progress_notify")))
+        entry = _Entry(w, progress_notify=bool(c.get("progress_notify")), fragment=bool(c.get("fragment")))
         self.watchers[watch_id] = entry
         await self._send(codec.watch_response_obj(header(self.be, rev_now), watch_id=watch_id, created=True))
         # History queued at registration is etcd's unsynced catch-up: many revisions per
@@ -173,12 +241,7 @@ class WatchSession:
                     break
                 events.extend(w.batches.popleft()[1])
             if events:
-                entry.sent_since_tick = True
-                await self._send(
-                    codec.watch_response_obj(
-                        header(self.be, self.be.v3_revision()), watch_id=watch_id, events=events
-                    )
-                )
+                await self._send_events(header(self.be, self.be.v3_revision()), watch_id, entry, events)
         if w.compacted:
             self.wake.set()
 
@@ -201,10 +264,7 @@ class WatchSession:
                 revision, events = w.batches.popleft()
                 if not events:
                     continue
-                entry.sent_since_tick = True
-                await self._send(
-                    codec.watch_response_obj(header(self.be, revision), watch_id=watch_id, events=events)
-                )
+                await self._send_events(header(self.be, revision), watch_id, entry, events)
             if w.compacted:
                 # etcd: the compacted watcher's response has Revision 0, so no header revision.
                 compacted = w.compacted

@@ -248,3 +248,33 @@ async def test_watch_requests_interleave_with_answers(live: Live) -> None:
     finally:
         writer.close()
     await eventually_no_watchers(live.srv)
+
+
+async def test_fragment_splits_a_large_catch_up_as_etcd_sends_fragments(tmp_path: Path) -> None:
+    # etcd splits at max-request-bytes + 512 KiB; with --max-request-bytes 4096, 600 events of
+    # ~1 KiB come out of etcd 3.4.23 as a fragment of 515 events and a last part of 85.
+    async with running_v3_server(tmp_path / "frag", max_request_bytes=4096) as srv, serve(srv) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=BOUND_S) as c:
+            for i in range(600):
+                await put(c, f"f/{i:04d}", "x" * 1000)
+            for fragment in (True, False):
+                create = {
+                    "key": b64("f/"),
+                    "range_end": b64("f0"),
+                    "start_revision": "2",
+                    "fragment": fragment,
+                }
+                async with c.stream("POST", "/v3/watch", content=json.dumps({"create_request": create})) as r:
+                    lines = r.aiter_lines()
+                    assert (await next_result(lines))["created"] is True
+                    parts = [await next_result(lines)]
+                    while parts[-1].get("fragment"):
+                        parts.append(await next_result(lines))
+                keys = [e["kv"]["key"] for p in parts for e in p["events"]]
+                assert keys == [b64(f"f/{i:04d}") for i in range(600)]  # nothing lost, in order
+                if fragment:
+                    assert [len(p["events"]) for p in parts] == [515, 85]
+                    assert list(parts[0]) == ["header", "fragment", "events"]  # proto field order
+                    assert "fragment" not in parts[-1]
+                else:
+                    assert len(parts) == 1
