@@ -202,7 +202,8 @@ class ClientApp:
                 if method not in ("GET", "HEAD"):
                     await method_not_allowed(send, "GET,HEAD")
                     return
-                body = ", ".join(u for m in self.backend.members() for u in m.client_urls).encode()
+                urls = sorted(u for m in self.backend.members() for u in m.client_urls)  # as etcd does
+                body = ", ".join(urls).encode()
                 await respond(send, 200, [CT_TEXT], body, head=method == "HEAD")
                 return
             if path in ("/v2/stats/self", "/v2/stats/leader", "/v2/stats/store"):

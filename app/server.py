@@ -30,11 +30,12 @@ import uvicorn
 
 from app.compactor import Compactor
 from app.config import Config
+from app.peers import ForwardOutcome, PeerApp, PeerTransport
 from app.v3backend import V3BackendMixin
 from app.version import ETCD_CLUSTER_VERSION
 from raft.core.errors import NotLeader, ProposalDropped, Stopped
-from raft.core.types import Entry, EntryType, StateType
-from raft.node import NodeOptions, RaftNode
+from raft.core.types import Entry, EntryType, Message, StateType
+from raft.node import NodeOptions, RaftNode, Transport
 from store.apply import Applier, Result
 from store.commands import Command, Noop, V2Create, V2Set, V2Sync, V2Update, V3Compact, decode, encode
 from store.errors import (
@@ -52,6 +53,8 @@ from v2api.backend import MemberInfo
 log = logging.getLogger("etcdpy")
 
 SYNC_INTERVAL_S = 0.5  # etcd: the leader proposes a v2 SYNC every 500 ms while TTL keys exist
+FORWARD_RETRY_S = 0.05  # pause before offering a refused forwarded proposal again
+BOOTSTRAP_POLL_S = 0.02
 
 
 def member_id_for(peer_urls: tuple[str, ...], token: str) -> int:
@@ -153,7 +156,18 @@ class EtcdServer(V3BackendMixin):
         self._peers = peers
         self.applier = Applier(clock=time.time_ns)
         self._waiters: dict[int, asyncio.Future[Result]] = {}
-        self._next_req = (time.time_ns() & 0xFFFF_FFFF) << 20  # unique across restarts
+        # etcd idutil.Generator: the member ID's low 16 bits on top, so ids never collide across
+        # members; then milliseconds at start and a counter, so they do not repeat across restarts.
+        self._req_prefix = (self._id & 0xFFFF) << 48
+        self._next_req = ((time.time_ns() // 1_000_000) & 0xFF_FFFF_FFFF) << 8
+        peer_urls = {self._member_ids[n]: urls for n, urls in self._peer_urls_by_name.items()}
+        self.peer_transport: PeerTransport | None = None
+        self.peer_app: PeerApp | None = None
+        transport: Transport | None = None
+        if len(peers) > 1:
+            self.peer_transport = PeerTransport(self._id, self._cluster_id, peer_urls)
+            self.peer_app = PeerApp(self)
+            transport = self.peer_transport
         wal_dir = Path(cfg.wal_dir) if cfg.wal_dir else data_dir / "member" / "wal"
         self.node = RaftNode(
             NodeOptions(
@@ -171,12 +185,14 @@ class EtcdServer(V3BackendMixin):
             apply=self._apply_entry,
             take_snapshot=self.applier.snapshot,
             restore=self.applier.restore,
+            transport=transport,
             on_leader_change=self._leader_changed,
         )
         self._start_ns = time.time_ns()
         self._leader_since_ns = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.published = False  # True once this member's start-up writes are applied (readiness)
+        self.ready = asyncio.Event()  # set with `published`: serve clients (etcd ReadyNotify)
         self.request_timeout_s = 5 + 2 * cfg.election_timeout_ms / 1000
 
     # ---- Backend protocol ------------------------------------------------------------------
@@ -199,24 +215,72 @@ class EtcdServer(V3BackendMixin):
     def now_ns(self) -> int:
         return time.time_ns()
 
-    async def propose(self, cmd: Command) -> Result:
+    def _new_request_id(self) -> int:
         self._next_req += 1
-        req_id = self._next_req
+        return self._req_prefix | (self._next_req & 0xFFFF_FFFF_FFFF)
+
+    async def propose(self, cmd: Command) -> Result:
+        req_id = self._new_request_id()
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiters[req_id] = fut
         try:
+            data = encode(req_id, cmd)
+            if self.peer_transport is None:
+                try:
+                    self.node.propose(data)
+                except (NotLeader, ProposalDropped):
+                    raise LeaderUnknown() from None
+                except Stopped:
+                    raise ServerStopped() from None
+                timeout_s = self.request_timeout_s
+            else:
+                deadline = time.monotonic() + self.request_timeout_s
+                await self._propose_or_forward(data, deadline)
+                timeout_s = max(0.0, deadline - time.monotonic())
             try:
-                self.node.propose(encode(req_id, cmd))
-            except (NotLeader, ProposalDropped):
-                raise LeaderUnknown() from None
-            except Stopped:
-                raise ServerStopped() from None
-            try:
-                return await asyncio.wait_for(asyncio.shield(fut), self.request_timeout_s)
+                return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
             except TimeoutError:
                 raise RequestTimeout() from None
         finally:
             self._waiters.pop(req_id, None)
+
+    async def _propose_or_forward(self, data: bytes, deadline: float) -> None:
+        """Get `data` into the leader's log: directly when leader, else through its peer URL.
+
+        The waiter is already registered: this member answers the client when its own apply
+        loop reaches the entry, so the answer carries this member's X-Raft-* view (etcd
+        forwards MsgProp the same way). Retries only what the leader certainly refused.
+        """
+        transport = self.peer_transport
+        assert transport is not None
+        while True:
+            lead = self.node.lead
+            if lead == self._id:
+                try:
+                    self.node.propose(data)
+                    return
+                except Stopped:
+                    raise ServerStopped() from None
+                except (NotLeader, ProposalDropped):
+                    pass  # lost leadership (or transferring) in between: look again
+            elif lead:
+                result = await transport.forward(lead, data)
+                if result.outcome is not ForwardOutcome.REFUSED:
+                    return  # accepted, or maybe accepted: wait for the apply (or time out)
+            if self.node.failure is not None:
+                raise ServerStopped()
+            if time.monotonic() + FORWARD_RETRY_S >= deadline:
+                raise LeaderUnknown() if not self.node.lead else RequestTimeout()
+            await asyncio.sleep(FORWARD_RETRY_S)
+
+    # ---- peer side (app.peers.PeerHandler) ---------------------------------------------------
+
+    def step_peer_message(self, msg: Message) -> None:
+        self.node.step(msg)
+
+    def propose_forwarded(self, data: bytes) -> None:
+        """A follower's proposal: append it if leader (NotLeader/ProposalDropped otherwise)."""
+        self.node.propose(data)
 
     def members(self) -> list[MemberInfo]:
         """Membership as recorded in the v2 store under /0/members (as etcd 3.4 keeps it)."""
@@ -269,14 +333,15 @@ class EtcdServer(V3BackendMixin):
                 "uptime": go_duration(now - self._leader_since_ns if self._leader_since_ns else 0),
                 "startTime": _rfc3339nano_local(self._leader_since_ns or self._start_ns),
             },
-            "recvAppendRequestCnt": 0,
-            "sendAppendRequestCnt": 0,
+            "recvAppendRequestCnt": self.peer_app.recv_append_count if self.peer_app else 0,
+            "sendAppendRequestCnt": self.peer_transport.sent_append_count if self.peer_transport else 0,
         }
 
     def leader_stats(self) -> dict[str, Any] | None:
         if self.node.state is not StateType.LEADER:
             return None
-        return {"leader": format(self._id, "x"), "followers": {}}
+        followers = self.peer_transport.follower_stats() if self.peer_transport else {}
+        return {"leader": format(self._id, "x"), "followers": followers}
 
     async def health(self) -> bool:
         if not self.node.lead:
@@ -306,6 +371,10 @@ class EtcdServer(V3BackendMixin):
     def _leader_changed(self, lead: int) -> None:
         # /v2/stats/self leaderInfo: when the current leader's reign began, as this member saw it
         self._leader_since_ns = time.time_ns() if lead else 0
+        if lead == self._id and self.peer_transport is not None:
+            self.peer_transport.reset_stats()  # etcd: a new leader starts new follower stats
+        if lead:
+            log.info("%x: leader is %x at term %d", self._id, lead, self.node.term)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -315,10 +384,13 @@ class EtcdServer(V3BackendMixin):
             save_identity(self._identity_path, self._id, self._cluster_id, self._peers)
 
     async def start(self) -> None:
+        if self.peer_transport is not None:
+            self.peer_transport.start(self.node)
         self.node.start()
         loop = asyncio.get_running_loop()
+        bootstrap = self._bootstrap() if self.peer_transport is None else self._bootstrap_cluster()
         self._tasks = [
-            loop.create_task(self._bootstrap()),
+            loop.create_task(bootstrap),
             loop.create_task(self._sync_loop()),
             loop.create_task(self.run_lease_expiry()),
             loop.create_task(self._compactor().run()),
@@ -374,6 +446,68 @@ class EtcdServer(V3BackendMixin):
         if self.cluster_version() is None:
             await self.propose(V2Set("/0/version", ETCD_CLUSTER_VERSION, False, None, False))
         self.published = True
+        self.ready.set()
+
+    async def _bootstrap_cluster(self) -> None:
+        """The same internal writes with several members, in etcd's order.
+
+        The leader (once caught up with its predecessors' writes) records every member's
+        raftAttributes that is missing — etcd does it by applying the bootstrap conf changes,
+        before anything else. Each member then publishes its own attributes, forwarded to the
+        leader like any write. The leader sets the cluster version once every member has
+        published (etcd decides it from all members' versions). A fresh 3-member cluster thus
+        ends at store index 7 (3 adds, 3 publishes, 1 version) and raft index 8.
+        """
+        publisher = asyncio.get_running_loop().create_task(self._publish_self())
+        try:
+            while not (publisher.done() and self.cluster_version() is not None):
+                try:
+                    if self.node.leader_caught_up:
+                        await self._leader_internal_writes()
+                except ServerError as exc:
+                    log.warning("cluster start-up write failed (%s); retrying", exc.cause)
+                    await asyncio.sleep(0.5)
+                await asyncio.sleep(BOOTSTRAP_POLL_S)
+        finally:
+            publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publisher
+
+    async def _leader_internal_writes(self) -> None:
+        for name, member_id in sorted(self._member_ids.items(), key=lambda kv: kv[1]):
+            if member_id not in self._peers:
+                continue
+            path = f"/0/members/{member_id:x}/raftAttributes"
+            if self.v2.peek(path) is None:
+                value = orjson.dumps({"peerURLs": list(self._peer_urls_by_name[name])}).decode()
+                result = await self.propose(V2Create(path, value, False, False, None))
+                if isinstance(result, Exception) and not isinstance(result, NodeExists):
+                    log.error("recording member %x failed: %r", member_id, result)
+        if self.cluster_version() is None and all(
+            self.v2.peek(f"/0/members/{m:x}/attributes") is not None for m in self._peers
+        ):
+            await self.propose(V2Set("/0/version", ETCD_CLUSTER_VERSION, False, None, False))
+
+    async def _publish_self(self) -> None:
+        """etcd publish(): this member's name and client URLs, once per start, after it is known."""
+        mid = format(self._id, "x")
+        while self.v2.peek(f"/0/members/{mid}/raftAttributes") is None:
+            await asyncio.sleep(BOOTSTRAP_POLL_S)
+        attrs = orjson.dumps(
+            {"name": self.cfg.name, "clientURLs": list(self.cfg.advertise_client_urls)}
+        ).decode()
+        while True:
+            try:
+                result = await self.propose(V2Set(f"/0/members/{mid}/attributes", attrs, False, None, False))
+            except ServerError as exc:
+                log.warning("publishing member attributes failed (%s); retrying", exc.cause)
+                await asyncio.sleep(0.5)
+                continue
+            if isinstance(result, Exception):
+                log.error("publishing member attributes failed: %r", result)
+            break
+        self.published = True
+        self.ready.set()
 
     async def _sync_loop(self) -> None:
         while True:
@@ -396,6 +530,8 @@ class EtcdServer(V3BackendMixin):
                 await t
         self.close_watchers()
         await self.node.stop()
+        if self.peer_transport is not None:
+            await self.peer_transport.stop()
 
 
 # ---- process --------------------------------------------------------------------------------
@@ -438,12 +574,55 @@ async def serve(cfg: Config) -> int:
         return 1
     try:
         socks = [_bind(u) for u in cfg.listen_client_urls]
+        peer_socks = [_bind(u) for u in cfg.listen_peer_urls] if server.peer_app is not None else []
     except OSError as exc:
         print(f"etcdpy: listen tcp: {exc}", file=sys.stderr)
         return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    stop_task = loop.create_task(stop.wait())
+    peer_server: _QuietServer | None = None
+    peer_task: asyncio.Task[None] | None = None
+    if server.peer_app is not None:
+        # Peers first: the other members need us to elect a leader before anyone is ready.
+        peer_server = _QuietServer(_uvicorn_config(server.peer_app, keep_alive_s=120))
+        peer_task = loop.create_task(peer_server.serve(sockets=peer_socks))
+        log.info("etcdpy serving peer traffic on %s", ", ".join(cfg.listen_peer_urls))
     await server.start()
-    app = ClientApp(server, cors=cfg.cors, enable_v2=cfg.enable_v2, client_urls=cfg.advertise_client_urls)
-    ucfg = uvicorn.Config(
+    serve_task: asyncio.Task[None] | None = None
+    userver: _QuietServer | None = None
+    if server.peer_app is not None:
+        # etcd serves clients only once this member has published itself (ReadyNotify); the
+        # bound sockets queue connections meanwhile.
+        ready_task = loop.create_task(server.ready.wait())
+        await asyncio.wait({ready_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        ready_task.cancel()
+    if not stop.is_set():
+        app = ClientApp(server, cors=cfg.cors, enable_v2=cfg.enable_v2, client_urls=cfg.advertise_client_urls)
+        userver = _QuietServer(_uvicorn_config(app, keep_alive_s=30))
+        serve_task = loop.create_task(userver.serve(sockets=socks))
+        log.info("etcdpy serving client requests on %s", ", ".join(cfg.listen_client_urls))
+        await asyncio.wait({serve_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    # Watches never end on their own: close them so the graceful shutdown can finish.
+    server.close_watchers()
+    server.close_v3_streams()
+    if userver is not None and serve_task is not None:
+        userver.should_exit = True
+        with contextlib.suppress(Exception):
+            await serve_task
+    await server.stop()
+    if peer_server is not None and peer_task is not None:
+        peer_server.should_exit = True
+        with contextlib.suppress(Exception):
+            await peer_task
+    stop_task.cancel()
+    return 0
+
+
+def _uvicorn_config(app: Any, *, keep_alive_s: int) -> uvicorn.Config:
+    return uvicorn.Config(
         app,
         http="httptools",
         loop="none",
@@ -452,28 +631,10 @@ async def serve(cfg: Config) -> int:
         date_header=True,
         access_log=False,
         log_level="warning",
-        timeout_keep_alive=30,
+        timeout_keep_alive=keep_alive_s,
         timeout_graceful_shutdown=1,
         backlog=2048,
     )
-    userver = _QuietServer(ucfg)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    serve_task = loop.create_task(userver.serve(sockets=socks))
-    log.info("etcdpy serving client requests on %s", ", ".join(cfg.listen_client_urls))
-    stop_task = loop.create_task(stop.wait())
-    await asyncio.wait({serve_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-    # Watches never end on their own: close them so the graceful shutdown can finish.
-    server.close_watchers()
-    server.close_v3_streams()
-    userver.should_exit = True
-    with contextlib.suppress(Exception):
-        await serve_task
-    await server.stop()
-    stop_task.cancel()
-    return 0
 
 
 def run(cfg: Config) -> int:
@@ -484,6 +645,8 @@ def run(cfg: Config) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every peer POST at INFO; only its warnings are worth a line.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         import uvloop
 

@@ -19,10 +19,11 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from raft.core.rawnode import Config, RawNode, Ready
 from raft.core.storage import MemoryStorage
-from raft.core.types import ConfState, Entry, Message, Snapshot, SnapshotMeta, StateType
+from raft.core.types import ConfState, Entry, HardState, Message, Snapshot, SnapshotMeta, StateType
 from raft.snapshotter import Snapshotter
 from raft.wal import WAL
 
@@ -33,8 +34,20 @@ log = logging.getLogger("etcdpy.raft")
 CATCH_UP_ENTRIES = 5000
 
 
-class Transport:
-    """Sends messages to peers; a single member has none."""
+class Transport(Protocol):
+    """Sends messages to peers (STYLE §4 seam).
+
+    Contract (app.peers.PeerTransport implements it over HTTP): send() never blocks and never
+    raises; it may drop messages (Raft tolerates loss, duplication and reordering). It is called
+    only after everything the messages depend on is durable. Delivery failures come back to the
+    node as RaftNode.report_unreachable / report_snapshot.
+    """
+
+    def send(self, messages: Sequence[Message]) -> None: ...
+
+
+class NoTransport:
+    """The transport of a single member: it has no peers, so there is nothing to send."""
 
     def send(self, messages: Sequence[Message]) -> None:
         return None
@@ -69,7 +82,7 @@ class RaftNode:
         self._apply = apply
         self._take_snapshot = take_snapshot
         self._restore = restore
-        self._transport = transport or Transport()
+        self._transport: Transport = transport or NoTransport()
         self._on_leader_change = on_leader_change
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -77,6 +90,7 @@ class RaftNode:
         self.storage = MemoryStorage()
         self.committed_index = 0
         self.applied_index = 0
+        self.applied_term = 0  # term of the last applied entry: == term once a leader caught up
         self.term = 0
         self.lead = 0
         self.state = StateType.FOLLOWER
@@ -112,15 +126,23 @@ class RaftNode:
             self.storage.apply_snapshot(snap)
             self._restore(snap.data)
             applied = snap.meta.index
+            self.applied_term = snap.meta.term
             self._snap_index = applied
             if snap.meta.conf_state.voters:
                 self._conf_state = snap.meta.conf_state
         if state.entries:
             self.storage.append(state.entries)
-        self.storage.set_hard_state(state.hard_state)
+        hard_state = state.hard_state
+        fresh = state.snapshot is None and not state.entries and hard_state == HardState()
+        if fresh and self.is_multi_member:
+            # etcd bootstraps a new cluster with its member conf changes as entries of term 1,
+            # so the first leader is elected at term 2; start from the same term (nothing else
+            # is at term 1, so no entry and no vote is invented).
+            hard_state = HardState(term=1)
+        self.storage.set_hard_state(hard_state)
         self.applied_index = applied
         self.committed_index = max(applied, state.hard_state.commit)
-        self.term = state.hard_state.term
+        self.term = hard_state.term
         self._rn = RawNode(
             Config(
                 id=opts.node_id,
@@ -138,7 +160,8 @@ class RaftNode:
     def start(self) -> None:
         assert self._rn is not None, "open() first"
         if self.opts.peers == (self.opts.node_id,):
-            # A one-member cluster need not wait out an election timeout.
+            # A one-member cluster need not wait out an election timeout. With more members the
+            # randomized election timeout starts the first election (Raft §5.2), as in etcd.
             self._rn.campaign()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._run()), loop.create_task(self._ticker())]
@@ -167,9 +190,38 @@ class RaftNode:
         self._wake.set()
 
     def step(self, msg: Message) -> None:
-        assert self._rn is not None
+        """Feed a message from a peer. Dropped (as the network might) once stopped or failed."""
+        if self._rn is None or self._stopped or self.failure is not None:
+            return
         self._rn.step(msg)
         self._wake.set()
+
+    def report_unreachable(self, node_id: int) -> None:
+        """The transport could not deliver to `node_id` (etcd ReportUnreachable)."""
+        if self._rn is None or self._stopped or self.failure is not None:
+            return
+        self._rn.report_unreachable(node_id)
+        self._wake.set()
+
+    def report_snapshot(self, node_id: int, *, failed: bool) -> None:
+        """The transport finished (or failed) sending a SNAP to `node_id` (etcd ReportSnapshot)."""
+        if self._rn is None or self._stopped or self.failure is not None:
+            return
+        self._rn.report_snapshot(node_id, failed)
+        self._wake.set()
+
+    @property
+    def is_multi_member(self) -> bool:
+        return self.opts.peers != (self.opts.node_id,)
+
+    @property
+    def leader_caught_up(self) -> bool:
+        """Leader, and its own first entry of this term is applied, so is everything before it.
+
+        Raft §5.4.2/§8: a new leader knows what is committed only once an entry of its term
+        commits; until then its state machine may lag writes an earlier leader made.
+        """
+        return self.state is StateType.LEADER and self.applied_term == self.term
 
     # ---- the loop --------------------------------------------------------------------------
 
@@ -195,11 +247,17 @@ class RaftNode:
                     self._transport.send(rd.messages)
                 self._observe(rd)
                 if rd.snapshot is not None:
+                    # A snapshot from the leader replaces the whole state machine.
                     self._restore(rd.snapshot.data)
                     self.applied_index = rd.snapshot.meta.index
+                    self.applied_term = rd.snapshot.meta.term
+                    self._snap_index = rd.snapshot.meta.index
+                    if rd.snapshot.meta.conf_state.voters:
+                        self._conf_state = rd.snapshot.meta.conf_state
                 for entry in rd.committed_entries:
                     self._apply(entry)
                     self.applied_index = entry.index
+                    self.applied_term = entry.term
                 rn.advance(rd)
                 if self.applied_index - self._snap_index >= self.opts.snapshot_count:
                     await self._snapshot()
