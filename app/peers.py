@@ -14,6 +14,10 @@ request must carry this cluster's ID in `X-Etcd-Cluster-Id` (etcd checkClusterCo
   POST /raft/message   a batch (raft.codec) → node.step each message addressed to us → 204
   POST /raft/propose   one encoded log entry → node.propose on the leader → 204;
                        409 + X-Etcd-Leader when we are not leader, 503 when no leader is known.
+  POST /lease/keepalive   {"ID": n} → the leader renews lease n → 200 {"TTL": granted or 0};
+  POST /lease/timetolive  {"ID": n, "keys": b} → 200 {"found", "TTL", "grantedTTL", "keys"
+                       (base64)}; both 409/503 like /raft/propose on a non-leader (etcd forwards
+                       LeaseKeepAlive/LeaseTimeToLive to the leader over its peer port).
 
 Invariant: a forwarded proposal is retried by the sender only when the leader answered that it
 did *not* take it (409/503) or the connection was never made; otherwise a retry could put the
@@ -23,6 +27,7 @@ same request in the log twice.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import enum
 import logging
@@ -33,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 import httpx
+import orjson
 
 from raft.codec import CodecError, decode_batch, encode_batch
 from raft.core.errors import NotLeader, ProposalDropped, Stopped
@@ -47,6 +53,8 @@ Send = Callable[[Mapping[str, Any]], Any]
 QUEUE_SIZE: Final = 4096  # messages waiting per peer (etcd streamBufSize)
 MAX_BATCH: Final = 1024  # messages per POST
 MAX_BODY_BYTES: Final = 1 << 30  # a snapshot travels whole in one body (see module docstring)
+MAX_LEASE_BODY_BYTES: Final = 4096
+LEASE_ROUTES: Final = ("/lease/keepalive", "/lease/timetolive")
 BACKOFF_MIN_S: Final = 0.05
 BACKOFF_MAX_S: Final = 1.0
 CONNECT_TIMEOUT_S: Final = 1.0
@@ -73,6 +81,18 @@ class PeerHandler(Protocol):
     def propose_forwarded(self, data: bytes) -> None:
         """Append a follower's encoded entry. Raises NotLeader, ProposalDropped or Stopped."""
         ...
+
+    async def lease_keepalive_forwarded(self, lease_id: int) -> int:
+        """Renew on the leader: the granted TTL, 0 if unknown. Raises NotLeader/ProposalDropped."""
+        ...
+
+    async def lease_ttl_forwarded(self, lease_id: int, keys: bool) -> LeaseTTLTuple | None:
+        """(remaining, granted, keys) on the leader, None if unknown; raises like the above."""
+        ...
+
+
+LeaseTTLTuple = tuple[int, int, tuple[bytes, ...]]  # remaining s, granted s, attached keys
+LeaseTTLAnswer = tuple[bool, int, int, tuple[bytes, ...]]  # found, then as LeaseTTLTuple
 
 
 class NodeReports(Protocol):
@@ -314,6 +334,41 @@ class PeerTransport:
             return ForwardResult(ForwardOutcome.REFUSED, hint)
         return ForwardResult(ForwardOutcome.UNKNOWN)
 
+    async def lease_keepalive(self, leader: int, lease_id: int) -> int | None:
+        """Renew `lease_id` on the leader: its granted TTL (0: unknown), None if not answered.
+
+        A keepalive is idempotent, so the caller may simply ask again after None.
+        """
+        o = await self._lease_post(leader, "/lease/keepalive", {"ID": lease_id})
+        return None if o is None else int(o["TTL"])
+
+    async def lease_time_to_live(self, leader: int, lease_id: int, keys: bool) -> LeaseTTLAnswer | None:
+        """The leader's view of `lease_id` as (found, remaining, granted, keys); None if not answered."""
+        o = await self._lease_post(leader, "/lease/timetolive", {"ID": lease_id, "keys": keys})
+        if o is None:
+            return None
+        if not o["found"]:
+            return False, 0, 0, ()
+        return True, int(o["TTL"]), int(o["grantedTTL"]), tuple(base64.b64decode(k) for k in o["keys"])
+
+    async def _lease_post(self, leader: int, route: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        url = self.peer_url(leader)
+        client = self._forward_client
+        if url is None or client is None:
+            return None
+        try:
+            resp = await client.post(url + route, content=orjson.dumps(body))
+        except httpx.HTTPError as exc:
+            log.debug("forwarding %s to %x failed: %r", route, leader, exc)
+            return None
+        if resp.status_code != 200:
+            return None
+        try:
+            o = orjson.loads(resp.content)
+        except orjson.JSONDecodeError:
+            return None
+        return o if isinstance(o, dict) else None
+
 
 # ---- receiving -------------------------------------------------------------------------------
 
@@ -369,7 +424,7 @@ class PeerApp:
             return
         path: str = scope["path"]
         method: str = scope["method"]
-        if path not in ("/raft/message", "/raft/propose"):
+        if path not in ("/raft/message", "/raft/propose", *LEASE_ROUTES):
             await _respond(send, 404, b"404 page not found\n")
             return
         if method != "POST":
@@ -384,7 +439,7 @@ class PeerApp:
             await _respond(send, 412, b"cluster ID mismatch\n")
             return
         try:
-            body = await _read_body(receive, MAX_BODY_BYTES)
+            body = await _read_body(receive, MAX_LEASE_BODY_BYTES if path in LEASE_ROUTES else MAX_BODY_BYTES)
         except _BodyTooLarge:
             await _respond(send, 413, b"request too large\n")
             return
@@ -392,8 +447,10 @@ class PeerApp:
             return
         if path == "/raft/message":
             await self._messages(send, body)
-        else:
+        elif path == "/raft/propose":
             await self._propose(send, body)
+        else:
+            await self._lease(send, path, body)
 
     async def _messages(self, send: Send, body: bytes) -> None:
         try:
@@ -421,3 +478,36 @@ class PeerApp:
             await _respond(send, 503, b"no leader\n")
             return
         await _respond(send, 204)
+
+    async def _lease(self, send: Send, path: str, body: bytes) -> None:
+        try:
+            req = orjson.loads(body)
+            lease_id = int(req["ID"])
+            keys = bool(req.get("keys", False))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            await _respond(send, 400, b"bad lease request\n")
+            return
+        out: dict[str, Any]
+        try:
+            if path == "/lease/keepalive":
+                out = {"TTL": await self.handler.lease_keepalive_forwarded(lease_id)}
+            else:
+                info = await self.handler.lease_ttl_forwarded(lease_id, keys)
+                if info is None:
+                    out = {"found": False}
+                else:
+                    ttl, granted, key_list = info
+                    out = {
+                        "found": True,
+                        "TTL": ttl,
+                        "grantedTTL": granted,
+                        "keys": [base64.b64encode(k).decode() for k in key_list],
+                    }
+        except NotLeader as exc:
+            hint = format(exc.leader_hint, "x").encode()
+            await _respond(send, 409, b"not leader\n", [(LEADER_HEADER.lower().encode(), hint)])
+            return
+        except (ProposalDropped, Stopped, TimeoutError):
+            await _respond(send, 503, b"no leader\n")
+            return
+        await _respond(send, 200, orjson.dumps(out))

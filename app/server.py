@@ -273,6 +273,19 @@ class EtcdServer(V3BackendMixin):
                 raise LeaderUnknown() if not self.node.lead else RequestTimeout()
             await asyncio.sleep(FORWARD_RETRY_S)
 
+    async def linearizable_read(self) -> None:
+        """Wait until a ReadIndex point (Raft thesis §6.4) is applied here; no log entry.
+
+        Raises LeaderUnknown when no leader was found in time, RequestTimeout when the round
+        or the apply did not finish in time, Stopped when the node stops.
+        """
+        try:
+            await self.node.read_index(self.request_timeout_s)
+        except Stopped:
+            raise ServerStopped() from None
+        except TimeoutError:
+            raise (LeaderUnknown() if not self.node.lead else RequestTimeout()) from None
+
     # ---- peer side (app.peers.PeerHandler) ---------------------------------------------------
 
     def step_peer_message(self, msg: Message) -> None:

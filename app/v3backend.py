@@ -5,11 +5,12 @@ Invariants:
   V3LeaseRevoke); the answer is its apply result, and a V3Error result becomes the gateway's
   GrpcError with the same message and code;
 - a linearizable read on a one-voter cluster waits until everything committed is applied; with
-  more voters it commits a Noop first (a read-index round through the log);
+  more voters it is a ReadIndex round with the leader (EtcdServer.linearizable_read), no entry;
 - lease *time* lives here, on the leader only, as in etcd's lessor: a monotonic deadline per
   lease, refreshed by keepalive without touching the log, reset (plus one election timeout)
   when this member becomes leader; `run_lease_expiry` proposes LeaseRevoke for expired leases.
-  Followers never expire leases (STYLE §2: time enters through the log).
+  Followers never expire leases (STYLE §2: time enters through the log); they forward
+  keepalive (and v3_lease_time_to_live) to the leader over the peer port, as etcd does.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ import contextlib
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Final
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Final, TypeVar
 
+from raft.core.errors import NotLeader, ProposalDropped
+from raft.core.errors import Stopped as RaftStopped
 from raft.core.types import StateType
 from store.apply import ALARM_ACTIVATE, ALARM_NOSPACE, txn_has_puts
 from store.commands import (
     Command,
-    Noop,
     V3Alarm,
     V3Compact,
     V3DeleteRange,
@@ -35,6 +38,7 @@ from store.commands import (
     V3Txn,
 )
 from store.errors import LeaderUnknown, RequestTimeout, ServerError, UnsupportedChange, V3Error, V3NoSpace
+from store.errors import Stopped as ServerStopped
 from store.v3types import (
     CompactionRequest,
     DeleteRangeRequest,
@@ -52,6 +56,7 @@ from v3gateway.errors import Code, GrpcError
 
 if TYPE_CHECKING:
     from app.config import Config
+    from app.peers import LeaseTTLTuple, PeerTransport
     from raft.node import RaftNode
     from store.apply import Applier, Result
     from v2api.backend import MemberInfo
@@ -62,6 +67,13 @@ LEASE_EXPIRY_INTERVAL_S: Final = 0.5  # etcd lessor: revokeExpiredLeases every 5
 LINEARIZABLE_POLL_S: Final = 0.001
 DEFAULT_QUOTA_BYTES: Final = 2 << 30  # etcd: --quota-backend-bytes 0 means 2 GiB
 LEASE_COST_BYTES: Final = 64  # a rough size of one lease record, as etcd's quota counts it
+LEASE_FORWARD_RETRY_S: Final = 0.05
+
+T = TypeVar("T")
+
+
+class _LeaderNow(Exception):
+    """This member became leader while forwarding a lease request: serve it locally."""
 
 
 def _txn_put_bytes(req: TxnRequest) -> int:
@@ -86,6 +98,7 @@ class V3BackendMixin:
         node: RaftNode
         cfg: Config
         request_timeout_s: float
+        peer_transport: PeerTransport | None
 
         @property
         def cluster_id(self) -> int: ...
@@ -94,6 +107,8 @@ class V3BackendMixin:
         def member_id(self) -> int: ...
 
         async def propose(self, cmd: Command) -> Result: ...
+
+        async def linearizable_read(self) -> None: ...
 
         def members(self) -> list[MemberInfo]: ...
 
@@ -136,14 +151,14 @@ class V3BackendMixin:
     async def _linearizable_read(self) -> None:
         """etcd linearizableReadNotify, simplified (see the module invariants)."""
         node = self.node
-        if node.lead == self.member_id and len(self.members()) <= 1:
+        if node.lead == self.member_id and not node.is_multi_member and len(self.members()) <= 1:
             deadline = time.monotonic() + self.request_timeout_s
             while node.applied_index < node.committed_index:
                 if time.monotonic() > deadline:
                     raise RequestTimeout()
                 await asyncio.sleep(LINEARIZABLE_POLL_S)
             return
-        await self.propose(Noop())
+        await self.linearizable_read()
 
     # ---- kv ------------------------------------------------------------------------------------
 
@@ -252,22 +267,90 @@ class V3BackendMixin:
         self._deadlines().pop(lease_id, None)
         return r
 
-    def _check_lease_leader(self) -> None:
-        if self.node.lead == 0:
-            raise LeaderUnknown()
-        if self.node.state is not StateType.LEADER:
-            # etcd forwards keepalive/timetolive to the leader over the peer port.
-            raise GrpcError(
-                "etcdserver: lease requests on a follower are not supported by etcdpy yet", Code.UNAVAILABLE
-            )
+    def _require_lease_leader(self) -> None:
+        """Raise NotLeader (leader known) or ProposalDropped (none) unless this member leads."""
+        node = self.node
+        if node.state is StateType.LEADER and node.lead == self.member_id:
+            return
+        if node.lead and node.lead != self.member_id:
+            raise NotLeader(node.lead)
+        raise ProposalDropped("no leader")
 
-    async def v3_lease_renew(self, lease_id: int) -> int:
-        self._check_lease_leader()
+    async def _leader_caught_up_for_leases(self) -> None:
+        """etcd waitAppliedIndex: a lease granted through another member may be committed but
+        not yet applied here."""
+        self._require_lease_leader()
+        await self.node.wait_applied(self.node.committed_index, self.request_timeout_s)
+        self._require_lease_leader()
+
+    def _renew_local(self, lease_id: int) -> int:
         info = self.applier.v3.lease_get(lease_id)
         if info is None:
             return 0
         self._deadlines()[lease_id] = time.monotonic() + info.ttl_s
         return info.ttl_s
+
+    async def _forward_to_lease_leader(self, call: Callable[[PeerTransport, int], Awaitable[T | None]]) -> T:
+        """Ask the leader (etcd forwards lease keepalive/timetolive over the peer port) until
+        it answers or the request timeout passes; both calls are idempotent, so retrying is safe."""
+        deadline = time.monotonic() + self.request_timeout_s
+        while True:
+            lead = self.node.lead
+            if lead and lead != self.member_id and self.peer_transport is not None:
+                r = await call(self.peer_transport, lead)
+                if r is not None:
+                    return r
+            if self.node.failure is not None:
+                raise ServerStopped()
+            if time.monotonic() + LEASE_FORWARD_RETRY_S >= deadline:
+                raise LeaderUnknown() if not self.node.lead else RequestTimeout()
+            await asyncio.sleep(LEASE_FORWARD_RETRY_S)
+            if self.node.state is StateType.LEADER:
+                raise _LeaderNow()
+
+    async def v3_lease_renew(self, lease_id: int) -> int:
+        while True:
+            if self.node.state is StateType.LEADER:
+                try:
+                    await self._leader_caught_up_for_leases()
+                except (NotLeader, ProposalDropped):
+                    pass  # lost leadership meanwhile: forward
+                except TimeoutError:
+                    raise RequestTimeout() from None
+                except RaftStopped:
+                    raise ServerStopped() from None
+                else:
+                    return self._renew_local(lease_id)
+            if self.peer_transport is None:
+                raise LeaderUnknown()
+            try:
+                return await self._forward_to_lease_leader(lambda t, lead: t.lease_keepalive(lead, lease_id))
+            except _LeaderNow:
+                continue
+
+    async def v3_lease_time_to_live(self, lease_id: int, *, keys: bool) -> LeaseTTL | None:
+        """TimeToLive as the leader sees it: local on the leader, forwarded from a follower."""
+        while True:
+            if self.node.state is StateType.LEADER or self.peer_transport is None:
+                return self.v3_lease_ttl(lease_id, keys=keys)
+            try:
+                found, ttl, granted, key_list = await self._forward_to_lease_leader(
+                    lambda t, lead: t.lease_time_to_live(lead, lease_id, keys)
+                )
+            except _LeaderNow:
+                continue
+            return LeaseTTL(lease_id, ttl, granted, key_list) if found else None
+
+    # ---- app.peers.PeerHandler: lease requests forwarded by a follower ---------------------------
+
+    async def lease_keepalive_forwarded(self, lease_id: int) -> int:
+        await self._leader_caught_up_for_leases()
+        return self._renew_local(lease_id)
+
+    async def lease_ttl_forwarded(self, lease_id: int, keys: bool) -> LeaseTTLTuple | None:
+        await self._leader_caught_up_for_leases()
+        info = self.v3_lease_ttl(lease_id, keys=keys)
+        return None if info is None else (info.ttl_s, info.granted_ttl_s, info.keys)
 
     def v3_lease_ttl(self, lease_id: int, *, keys: bool) -> LeaseTTL | None:
         info = self.applier.v3.lease_get(lease_id)

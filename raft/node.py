@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import random
+import struct
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +36,11 @@ log = logging.getLogger("etcdpy.raft")
 # etcd keeps this many entries in memory after a snapshot so slow followers can catch up
 # without a snapshot (etcdserver snapshotCatchUpEntries).
 CATCH_UP_ENTRIES = 5000
+# A ReadIndex request (or its answer) may be lost on a leader change or a dropped message;
+# ask again after this long (etcd readIndexRetryTime is 500 ms).
+READ_INDEX_RETRY_S = 0.5
+# While no leader is known, look again this often.
+NO_LEADER_RETRY_S = 0.02
 
 
 class Transport(Protocol):
@@ -100,6 +109,13 @@ class RaftNode:
         self._wal: WAL | None = None
         self._snapshotter: Snapshotter | None = None
         self._rn: RawNode | None = None
+        # ReadIndex: outstanding requests by ctx, answered from Ready.read_states.
+        self._read_waiters: dict[bytes, asyncio.Future[int]] = {}
+        self._read_ctx_prefix = struct.pack(">QQ", opts.node_id, time.time_ns())
+        self._read_seq = itertools.count(1)
+        # (index, seq, future): resolved once applied_index >= index
+        self._apply_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._apply_seq = itertools.count()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -174,6 +190,7 @@ class RaftNode:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        self._fail_read_waiters()
         if self._wal is not None:
             self._wal.close()
             self._wal = None
@@ -188,6 +205,86 @@ class RaftNode:
             raise Stopped()
         self._rn.propose(data)
         self._wake.set()
+
+    async def read_index(self, timeout_s: float) -> int:
+        """A linearizable read point (Raft thesis §6.4): returns once it is applied here.
+
+        Asks the core for a ReadIndex under a ctx unique to this member and process; the
+        leader answers it (a follower's core forwards READ_INDEX to the leader and hands the
+        READ_INDEX_RESP back as a ReadState). A request may be lost (leader change, dropped
+        message), so it is asked again every READ_INDEX_RETRY_S under the same ctx; while no
+        leader is known it waits. Then waits until applied_index reaches the read index.
+        Raises Stopped when the node stops or fails, TimeoutError after `timeout_s`.
+        """
+        from raft.core.errors import NotLeader, ProposalDropped
+
+        deadline = time.monotonic() + timeout_s
+        ctx = self._read_ctx_prefix + struct.pack(">Q", next(self._read_seq))
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._read_waiters[ctx] = fut
+        try:
+            while True:
+                self._check_running()
+                assert self._rn is not None
+                wait_s = READ_INDEX_RETRY_S
+                try:
+                    self._rn.read_index(ctx)
+                    self._wake.set()
+                except (ProposalDropped, NotLeader):
+                    wait_s = NO_LEADER_RETRY_S  # no leader known yet: look again soon
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError()
+                with contextlib.suppress(TimeoutError):
+                    index = await asyncio.wait_for(asyncio.shield(fut), min(wait_s, remaining))
+                    break
+        finally:
+            self._read_waiters.pop(ctx, None)
+        await self.wait_applied(index, max(0.0, deadline - time.monotonic()))
+        return index
+
+    async def wait_applied(self, index: int, timeout_s: float) -> None:
+        """Until applied_index >= index; raises Stopped or TimeoutError."""
+        if self.applied_index >= index:
+            return
+        self._check_running()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._apply_waiters, (index, next(self._apply_seq), fut))
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+        finally:
+            if not fut.done():
+                fut.cancel()  # dropped from the heap when its index is reached
+
+    def _check_running(self) -> None:
+        if self.failure is not None or self._rn is None or self._stopped:
+            from raft.core.errors import Stopped
+
+            raise Stopped()
+
+    def _fail_read_waiters(self) -> None:
+        from raft.core.errors import Stopped
+
+        for f in self._read_waiters.values():
+            if not f.done():
+                f.set_exception(Stopped())
+        for _, _, af in self._apply_waiters:
+            if not af.done():
+                af.set_exception(Stopped())
+        self._apply_waiters.clear()
+
+    def _resolve_read_states(self, rd: Ready) -> None:
+        for rs in rd.read_states:
+            f = self._read_waiters.get(rs.ctx)
+            if f is not None and not f.done():
+                f.set_result(rs.index)
+
+    def _resolve_apply_waiters(self) -> None:
+        w = self._apply_waiters
+        while w and w[0][0] <= self.applied_index:
+            _, _, f = heapq.heappop(w)
+            if not f.done():
+                f.set_result(None)
 
     def step(self, msg: Message) -> None:
         """Feed a message from a peer. Dropped (as the network might) once stopped or failed."""
@@ -246,6 +343,7 @@ class RaftNode:
                 if rd.messages:
                     self._transport.send(rd.messages)
                 self._observe(rd)
+                self._resolve_read_states(rd)
                 if rd.snapshot is not None:
                     # A snapshot from the leader replaces the whole state machine.
                     self._restore(rd.snapshot.data)
@@ -259,12 +357,14 @@ class RaftNode:
                     self.applied_index = entry.index
                     self.applied_term = entry.term
                 rn.advance(rd)
+                self._resolve_apply_waiters()
                 if self.applied_index - self._snap_index >= self.opts.snapshot_count:
                     await self._snapshot()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a failed fsync or apply: stop serving writes, loudly
             self.failure = exc
+            self._fail_read_waiters()
             log.critical("raft loop stopped: %r", exc, exc_info=exc)
             raise
 

@@ -140,6 +140,10 @@ class V3Backend(Protocol):
 
     def v3_lease_ttl(self, lease_id: int, *, keys: bool) -> LeaseTTL | None: ...
 
+    async def v3_lease_time_to_live(self, lease_id: int, *, keys: bool) -> LeaseTTL | None:
+        """TimeToLive as the leader sees it (a follower asks the leader)."""
+        ...
+
     def v3_leases(self) -> list[int]: ...
 
     # maintenance

@@ -36,7 +36,7 @@ async def revoke(be: V3Backend, d: dict[str, Any]) -> Obj:
 
 async def time_to_live(be: V3Backend, d: dict[str, Any]) -> Obj:
     lease_id: int = d.get("ID", 0)
-    info = be.v3_lease_ttl(lease_id, keys=bool(d.get("keys")))
+    info = await be.v3_lease_time_to_live(lease_id, keys=bool(d.get("keys")))
     o: Obj = {"header": header(be, be.v3_revision())}
     put_int(o, "ID", lease_id)
     if info is None:
