@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,7 @@ async def running_server(data_dir: Path, **overrides: Any) -> AsyncIterator[Etcd
                 await asyncio.sleep(0.01)
         yield srv
     finally:
+        srv.close_v3_streams()
         await srv.stop()
 
 
@@ -106,15 +107,15 @@ async def client(server: EtcdServer) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-def free_port() -> int:
-    for port in PORTS:
+def free_port(ports: range = PORTS) -> int:
+    for port in ports:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
-    raise RuntimeError("no free port in 21500-21599")
+    raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1}")
 
 
 @dataclass
@@ -124,10 +125,13 @@ class Live:
 
 
 @contextlib.asynccontextmanager
-async def serve_uvicorn(app: ClientApp) -> AsyncIterator[str]:
+async def serve_uvicorn(
+    app: ClientApp, ports: range = PORTS, on_exit: Callable[[], None] | None = None
+) -> AsyncIterator[str]:
+    """Serve `app` on loopback with uvicorn; `on_exit` runs before the shutdown (ends streams)."""
     import uvicorn
 
-    port = free_port()
+    port = free_port(ports)
     userver = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -148,6 +152,8 @@ async def serve_uvicorn(app: ClientApp) -> AsyncIterator[str]:
                 await asyncio.sleep(0.01)
         yield f"http://127.0.0.1:{port}"
     finally:
+        if on_exit is not None:
+            on_exit()
         userver.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 5)
