@@ -15,8 +15,9 @@ from urllib.parse import quote
 
 import orjson
 
+from app import faults
 from app.version import ETCD_VERSION, ETCDPY_VERSION
-from store.errors import ServerError
+from store.errors import MembershipError, ServerError
 from v2api.backend import Backend, MemberInfo
 from v2api.http import (
     CT_JSON,
@@ -246,6 +247,9 @@ class ClientApp:
                 head=method == "HEAD",
             )
             return
+        if path == "/debug/faults" and faults.FAULTS.enabled:  # only with --unsafe-test-faults
+            await faults.serve_http(receive, send, method)
+            return
         if path == "/debug/vars":
             if method != "GET":
                 await method_not_allowed(send, "GET")
@@ -318,24 +322,39 @@ class ClientApp:
                     return
         known = {format(m.id, "x"): m for m in self.backend.members()}
         if method in ("PUT", "DELETE") and member_id not in known:
-            await json_message(send, 404, f"No such member: {member_id}", ch)
-            return
-        if method == "PUT":
-            others = {u for mid, m in known.items() if mid != member_id for u in m.peer_urls}
-            new_urls: list[str] = list(urls or ())
-            taken = next((u for u in new_urls if u in others), None)
-            if taken is not None:
-                await json_message(send, 409, "etcdserver: Peer URLs already exists", ch)
-                return
             try:
-                await self.backend.update_member_peer_urls(known[member_id].id, new_urls)
-            except ServerError:
-                await json_message(send, 500, "Internal Server Error", ch)
-                return
-            await respond(send, 204, ch, b"")
+                removed = self.backend.is_removed_member(int(member_id, 16))
+            except ValueError:
+                removed = False
+            if removed:
+                await json_message(send, 410, f"Member permanently removed: {member_id}", ch)
+            else:
+                await json_message(send, 404, f"No such member: {member_id}", ch)
             return
-        # Runtime membership changes arrive with the cluster work; refuse them clearly.
-        await json_message(send, 500, "Internal Server Error", ch)
+        try:
+            if method == "POST":
+                added = await self.backend.add_member(list(urls or ()), False)
+                await respond(send, 201, [CT_JSON, *ch], go_json(_member_obj(added)) + b"\n")
+                return
+            if method == "PUT":
+                await self.backend.update_member(known[member_id].id, list(urls or ()))
+            else:
+                await self.backend.remove_member(known[member_id].id)
+        except MembershipError as exc:
+            # etcd's v2 members handler: conflicts are 409, a removed ID 410, the rest 500
+            if exc.kind in ("id_exists", "peer_url_exists"):
+                await json_message(send, 409, exc.message, ch)
+            elif exc.kind == "id_removed":
+                await json_message(send, 410, f"Member permanently removed: {member_id}", ch)
+            elif exc.kind == "id_not_found":
+                await json_message(send, 404, f"No such member: {member_id}", ch)
+            else:
+                await json_message(send, 500, "Internal Server Error", ch)
+            return
+        except ServerError:
+            await json_message(send, 500, "Internal Server Error", ch)
+            return
+        await respond(send, 204, ch, b"")
 
     async def _stats(self, send: Send, which: str) -> None:
         if which == "self":

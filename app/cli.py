@@ -277,6 +277,17 @@ FLAGS: tuple[Flag, ...] = (
 # fmt: on
 FLAGS_BY_NAME: dict[str, Flag] = {f.name: f for f in FLAGS}
 
+# etcdpy's own flags, which etcd does not have: kept out of FLAGS (the etcd 3.4 flag set) and
+# settable on the command line only, so no environment or config file turns them on by accident.
+# fmt: off
+TEST_FLAGS: tuple[Flag, ...] = (
+    _f("unsafe-test-faults", "bool", "false", "use",
+       "TEST ONLY: serve PUT/GET /debug/faults on the client port to drop or delay traffic with chosen\n"
+       "peers (see app/faults.py). Never enable it in production.", U),
+)
+# fmt: on
+_ALL_FLAGS_BY_NAME: dict[str, Flag] = {**FLAGS_BY_NAME, **{f.name: f for f in TEST_FLAGS}}
+
 # Flags that only tune etcd internals etcdpy does not have; kept here in one list so it is easy to
 # see what is dropped. They are parsed (bad values fail like in etcd) and otherwise ignored:
 # bbolt batching and freelist, gRPC stream/keepalive limits (etcdpy serves the JSON gateway only),
@@ -310,7 +321,7 @@ def flags_help() -> str:
     out: list[str] = [""]
     for section in _SECTION_ORDER:
         out.append(f"{section}:" if section != "TO BE DEPRECATED" else "TO BE DEPRECATED:\n")
-        for flag in FLAGS:
+        for flag in (*FLAGS, *TEST_FLAGS):
             if flag.section != section:
                 continue
             shown = flag.default if flag.shown is None else flag.shown
@@ -391,7 +402,9 @@ def default_value(flag: Flag) -> Value:
 
 @dataclass(slots=True)
 class _State:
-    values: dict[str, Value] = field(default_factory=lambda: {f.name: default_value(f) for f in FLAGS})
+    values: dict[str, Value] = field(
+        default_factory=lambda: {f.name: default_value(f) for f in (*FLAGS, *TEST_FLAGS)}
+    )
     on_cmdline: set[str] = field(default_factory=set)
     is_set: set[str] = field(default_factory=set)  # Go fs.Visit: set by argv or by environment
 
@@ -436,7 +449,7 @@ def _parse_args(argv: Sequence[str], st: _State, warn: Warn) -> list[str]:
             raise FlagError(f"bad flag syntax: {s}")
         args.pop(0)
         name, eq, value = name.partition("=")
-        flag = FLAGS_BY_NAME.get(name)
+        flag = _ALL_FLAGS_BY_NAME.get(name)
         if flag is None:
             if name in ("help", "h"):
                 raise ExitRequest(0, stdout=flags_help(), stderr=USAGE + "\n")
@@ -697,6 +710,7 @@ def _build(st: _State, config_file: str, warn: Warn) -> Config:
         log_level=log_level,
         force_new_cluster=st.bool_("force-new-cluster"),
         unsafe_no_fsync=st.bool_("unsafe-no-fsync"),
+        unsafe_test_faults=st.bool_("unsafe-test-faults"),
         config_file=config_file,
     )
 
@@ -730,6 +744,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code, text = error_text(exc)
         sys.stderr.write(text)
         return code
+    from app.faults import FAULTS
     from app.server import run  # imported late: parsing and --help must not need the server stack
 
+    FAULTS.enabled = cfg.unsafe_test_faults  # the process-wide fault table (test-only flag)
     return run(cfg)

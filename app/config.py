@@ -17,6 +17,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 DEFAULT_NAME = "default"
@@ -98,6 +99,7 @@ class Config:
     # unsafe
     force_new_cluster: bool = False
     unsafe_no_fsync: bool = False
+    unsafe_test_faults: bool = False  # not an etcd flag: enables app/faults.py for process tests
     # where the settings came from ("" = flags and environment)
     config_file: str = field(default="", compare=False)
 
@@ -515,5 +517,16 @@ def validate(cfg: Config) -> Config:
                 raise UnsupportedError(
                     f"{flag} {url}: only http:// URLs are supported yet (no TLS, no unix sockets)"
                 )
-    _check_bootstrap(cfg)
+    if not _has_wal(cfg):
+        # etcd checks the bootstrap flags only on a member's first start: afterwards the data
+        # dir knows the member and the cluster, and --initial-cluster* are ignored
+        _check_bootstrap(cfg)
     return cfg
+
+
+def _has_wal(cfg: Config) -> bool:
+    wal_dir = Path(cfg.wal_dir) if cfg.wal_dir else Path(cfg.data_dir) / "member" / "wal"
+    try:
+        return any(p.suffix == ".wal" for p in wal_dir.iterdir())
+    except OSError:
+        return False

@@ -30,20 +30,39 @@ import uvicorn
 
 from app.compactor import Compactor
 from app.config import Config
+from app.membership import (
+    HEALTH_INTERVAL_S,
+    LEARNER_READY_PERCENT,
+    JoinError,
+    JoinInfo,
+    MemberChange,
+    MemberOp,
+    check_add,
+    check_promote,
+    check_remove,
+    decode_change,
+    discover_cluster,
+    encode_change,
+    is_removed,
+    learner_not_ready,
+    new_member_id,
+    read_members,
+    store_commands,
+    validate,
+)
 from app.peers import ForwardOutcome, PeerApp, PeerTransport
 from app.v3backend import V3BackendMixin
 from app.version import ETCD_CLUSTER_VERSION
 from raft.core.errors import NotLeader, ProposalDropped, Stopped
 from raft.core.types import Entry, EntryType, Message, StateType
-from raft.node import NodeOptions, RaftNode, Transport
+from raft.node import NodeOptions, RaftNode
 from store.apply import Applier, Result
-from store.commands import Command, Noop, V2Create, V2Set, V2Sync, V2Update, V3Compact, decode, encode
+from store.commands import Command, Noop, V2Set, V2Sync, V3Compact, decode, encode
 from store.errors import (
     LeaderUnknown,
-    NodeExists,
+    MembershipError,
     RequestTimeout,
     ServerError,
-    UnsupportedChange,
     V3Compacted,
 )
 from store.errors import Stopped as ServerStopped
@@ -133,7 +152,8 @@ def _trim(s: str) -> str:
 
 
 class EtcdServer(V3BackendMixin):
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, *, joined: JoinInfo | None = None) -> None:
+        """`joined`: this member joins a running cluster (--initial-cluster-state existing)."""
         self.cfg = cfg
         self._peer_urls_by_name: dict[str, tuple[str, ...]] = {}
         for name, url in cfg.initial_cluster:
@@ -146,13 +166,22 @@ class EtcdServer(V3BackendMixin):
         data_dir = Path(cfg.data_dir)
         self._identity_path = data_dir / "member" / "identity.json"
         identity = load_identity(self._identity_path)
+        bootstrap: tuple[bytes, ...] = ()
+        peer_urls = {self._member_ids[n]: urls for n, urls in self._peer_urls_by_name.items()}
         if identity is not None:
             # etcd reads its IDs back from the data dir: flags only matter on first start
             self._id, self._cluster_id, peers = identity
+        elif joined is not None:
+            # the cluster's log (or snapshot) brings the membership, this member's add included
+            self._id, self._cluster_id, peers = joined.member_id, joined.cluster_id, ()
+            peer_urls = dict(joined.peer_urls)
         else:
             self._id = self._member_ids[cfg.name]
             self._cluster_id = cluster_id_for(list(self._member_ids.values()))
             peers = tuple(sorted(self._member_ids.values()))
+            bootstrap = tuple(
+                encode_change(0, MemberChange(MemberOp.ADD, mid, peer_urls[mid])) for mid in peers
+            )
         self._peers = peers
         self.applier = Applier(clock=time.time_ns)
         self._waiters: dict[int, asyncio.Future[Result]] = {}
@@ -160,14 +189,10 @@ class EtcdServer(V3BackendMixin):
         # members; then milliseconds at start and a counter, so they do not repeat across restarts.
         self._req_prefix = (self._id & 0xFFFF) << 48
         self._next_req = ((time.time_ns() // 1_000_000) & 0xFF_FFFF_FFFF) << 8
-        peer_urls = {self._member_ids[n]: urls for n, urls in self._peer_urls_by_name.items()}
-        self.peer_transport: PeerTransport | None = None
-        self.peer_app: PeerApp | None = None
-        transport: Transport | None = None
-        if len(peers) > 1:
-            self.peer_transport = PeerTransport(self._id, self._cluster_id, peer_urls)
-            self.peer_app = PeerApp(self)
-            transport = self.peer_transport
+        # Every member has a peer listener and transport, as in etcd: a one-member cluster can grow.
+        self.peer_transport = PeerTransport(self._id, self._cluster_id, peer_urls, on_removed=self._removed)
+        self.peer_app = PeerApp(self)
+        self.removed = asyncio.Event()  # set when this member learns it was removed: stop serving
         wal_dir = Path(cfg.wal_dir) if cfg.wal_dir else data_dir / "member" / "wal"
         self.node = RaftNode(
             NodeOptions(
@@ -181,11 +206,12 @@ class EtcdServer(V3BackendMixin):
                 snapshot_count=cfg.snapshot_count,
                 max_snapshots=cfg.max_snapshots,
                 max_wals=cfg.max_wals,
+                bootstrap=bootstrap,
             ),
             apply=self._apply_entry,
             take_snapshot=self.applier.snapshot,
-            restore=self.applier.restore,
-            transport=transport,
+            restore=self._restore,
+            transport=self.peer_transport,
             on_leader_change=self._leader_changed,
         )
         self._start_ns = time.time_ns()
@@ -221,22 +247,15 @@ class EtcdServer(V3BackendMixin):
 
     async def propose(self, cmd: Command) -> Result:
         req_id = self._new_request_id()
+        return await self._propose_entry(req_id, encode(req_id, cmd), conf=False)
+
+    async def _propose_entry(self, req_id: int, data: bytes, *, conf: bool) -> Result:
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiters[req_id] = fut
         try:
-            data = encode(req_id, cmd)
-            if self.peer_transport is None:
-                try:
-                    self.node.propose(data)
-                except (NotLeader, ProposalDropped):
-                    raise LeaderUnknown() from None
-                except Stopped:
-                    raise ServerStopped() from None
-                timeout_s = self.request_timeout_s
-            else:
-                deadline = time.monotonic() + self.request_timeout_s
-                await self._propose_or_forward(data, deadline)
-                timeout_s = max(0.0, deadline - time.monotonic())
+            deadline = time.monotonic() + self.request_timeout_s
+            await self._propose_or_forward(data, deadline, conf=conf)
+            timeout_s = max(0.0, deadline - time.monotonic())
             try:
                 return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
             except TimeoutError:
@@ -244,7 +263,7 @@ class EtcdServer(V3BackendMixin):
         finally:
             self._waiters.pop(req_id, None)
 
-    async def _propose_or_forward(self, data: bytes, deadline: float) -> None:
+    async def _propose_or_forward(self, data: bytes, deadline: float, *, conf: bool = False) -> None:
         """Get `data` into the leader's log: directly when leader, else through its peer URL.
 
         The waiter is already registered: this member answers the client when its own apply
@@ -252,19 +271,21 @@ class EtcdServer(V3BackendMixin):
         forwards MsgProp the same way). Retries only what the leader certainly refused.
         """
         transport = self.peer_transport
-        assert transport is not None
         while True:
             lead = self.node.lead
             if lead == self._id:
                 try:
-                    self.node.propose(data)
+                    if conf:
+                        self.node.propose_conf_change(data)
+                    else:
+                        self.node.propose(data)
                     return
                 except Stopped:
                     raise ServerStopped() from None
                 except (NotLeader, ProposalDropped):
                     pass  # lost leadership (or transferring) in between: look again
             elif lead:
-                result = await transport.forward(lead, data)
+                result = await transport.forward(lead, data, conf=conf)
                 if result.outcome is not ForwardOutcome.REFUSED:
                     return  # accepted, or maybe accepted: wait for the apply (or time out)
             if self.node.failure is not None:
@@ -291,48 +312,137 @@ class EtcdServer(V3BackendMixin):
     def step_peer_message(self, msg: Message) -> None:
         self.node.step(msg)
 
-    def propose_forwarded(self, data: bytes) -> None:
+    def propose_forwarded(self, data: bytes, conf: bool) -> None:
         """A follower's proposal: append it if leader (NotLeader/ProposalDropped otherwise)."""
-        self.node.propose(data)
+        if conf:
+            self.node.propose_conf_change(data)
+        else:
+            self.node.propose(data)
+
+    def members_json(self) -> bytes:
+        return orjson.dumps(
+            [
+                {"id": format(m.id, "x"), "name": m.name, "peerURLs": list(m.peer_urls), "clientURLs": list(m.client_urls)}
+                for m in self.members()
+            ]
+        )
 
     def members(self) -> list[MemberInfo]:
         """Membership as recorded in the v2 store under /0/members (as etcd 3.4 keeps it)."""
-        out: list[MemberInfo] = []
-        root = self.v2.peek("/0/members", recursive=True)
-        for m in (root.nodes or []) if root is not None else []:
-            mid = int(m.key.rsplit("/", 1)[1], 16)
-            raft_attrs: dict[str, Any] = {}
-            attrs: dict[str, Any] = {}
-            for child in m.nodes or []:
-                if child.key.endswith("/raftAttributes") and child.value:
-                    raft_attrs = orjson.loads(child.value)
-                elif child.key.endswith("/attributes") and child.value:
-                    attrs = orjson.loads(child.value)
-            out.append(
-                MemberInfo(
-                    id=mid,
-                    name=str(attrs.get("name", "")),
-                    peer_urls=tuple(raft_attrs.get("peerURLs") or ()),
-                    client_urls=tuple(attrs.get("clientURLs") or ()),
-                )
-            )
-        return out
+        return read_members(self.v2)
 
     def leader_id(self) -> int:
         return self.node.lead
 
-    async def update_member_peer_urls(self, member_id: int, peer_urls: list[str]) -> None:
-        """etcd UpdateRaftAttributes: the member's raftAttributes rewritten in the v2 store.
+    def is_removed_member(self, member_id: int) -> bool:
+        return is_removed(self.v2, member_id)
 
-        With one member there is no peer traffic to re-route, so this is the whole change; a
-        multi-member cluster will carry it as a conf change first (cluster issue).
-        """
-        if len(self._peers) > 1:
-            raise UnsupportedChange("runtime membership changes need the cluster work")
-        value = orjson.dumps({"peerURLs": list(peer_urls)}).decode()
-        result = await self.propose(V2Update(f"/0/members/{member_id:x}/raftAttributes", value, None, False))
+    # ---- membership changes (conf-change entries; see app.membership) ----------------------
+
+    def _peer_health(self) -> tuple[set[int], set[int]]:
+        """(members reachable now, members reachable for HEALTH_INTERVAL_S); self in both."""
+        now = time.monotonic()
+        connected, healthy = {self._id}, {self._id}
+        for m in self.members():
+            since = self.peer_transport.active_since(m.id)
+            if since is not None:
+                connected.add(m.id)
+                if now - since >= HEALTH_INTERVAL_S:
+                    healthy.add(m.id)
+        return connected, healthy
+
+    async def add_member(self, peer_urls: list[str], is_learner: bool) -> MemberInfo:
+        change = MemberChange(
+            MemberOp.ADD_LEARNER if is_learner else MemberOp.ADD,
+            new_member_id(tuple(peer_urls)),
+            tuple(peer_urls),
+        )
+        validate(self.v2, change)
+        if self.cfg.strict_reconfig_check:
+            check_add(self.members(), self._peer_health()[1], is_learner)
+        await self._change_membership(change)
+        return MemberInfo(change.member_id, "", change.peer_urls, (), is_learner)
+
+    async def remove_member(self, member_id: int) -> None:
+        change = MemberChange(MemberOp.REMOVE, member_id)
+        validate(self.v2, change)
+        if self.cfg.strict_reconfig_check:
+            check_remove(self.members(), *self._peer_health(), member_id, self._id)
+        await self._change_membership(change)
+
+    async def update_member(self, member_id: int, peer_urls: list[str]) -> None:
+        change = MemberChange(MemberOp.UPDATE, member_id, tuple(peer_urls))
+        validate(self.v2, change)
+        await self._change_membership(change)
+
+    async def promote_member(self, member_id: int) -> None:
+        """etcd PromoteMember: only the leader knows whether the learner caught up; others ask it."""
+        change = MemberChange(MemberOp.PROMOTE, member_id)
+        validate(self.v2, change)
+        lead = self.node.lead
+        if lead and lead != self._id:
+            await self.peer_transport.promote(lead, member_id, self.request_timeout_s)
+            return
+        await self.promote_as_leader(member_id)
+
+    async def promote_as_leader(self, member_id: int) -> None:
+        change = MemberChange(MemberOp.PROMOTE, member_id)
+        validate(self.v2, change)
+        if self.node.state is not StateType.LEADER:
+            raise LeaderUnknown()
+        progress = self.node.progress()
+        if member_id not in progress or progress[member_id] < progress.get(self._id, 0) * LEARNER_READY_PERCENT:
+            raise learner_not_ready()
+        if self.cfg.strict_reconfig_check:
+            check_promote(self.members())
+        await self._change_membership(change)
+
+    async def _change_membership(self, change: MemberChange) -> None:
+        req_id = self._new_request_id()
+        result = await self._propose_entry(req_id, encode_change(req_id, change), conf=True)
         if isinstance(result, Exception):
             raise result
+
+    def _apply_member_change(self, entry: Entry) -> Result:
+        """Apply one CONF_CHANGE entry on this member: store, raft configuration, transport."""
+        _, change = decode_change(entry.data)
+        try:
+            validate(self.v2, change)
+        except MembershipError as exc:
+            # Became invalid since it was proposed: a no-op everywhere, an error for the caller.
+            self.applier.applied_index = entry.index
+            return exc
+        for cmd in store_commands(self.v2, change):
+            self.applier.apply(entry.index, cmd)
+        mid = change.member_id
+        if change.op is MemberOp.ADD:
+            self.node.apply_conf_change(voters_add=(mid,))
+        elif change.op is MemberOp.ADD_LEARNER:
+            self.node.apply_conf_change(learners_add=(mid,))
+        elif change.op is MemberOp.PROMOTE:
+            self.node.apply_conf_change(voters_add=(mid,))
+        elif change.op is MemberOp.REMOVE:
+            self.node.apply_conf_change(voters_remove=(mid,))
+        if change.op is MemberOp.REMOVE:
+            self.peer_transport.remove_peer(mid)
+            if mid == self._id:
+                self._removed()
+        elif change.op in (MemberOp.ADD, MemberOp.ADD_LEARNER, MemberOp.UPDATE):
+            self.peer_transport.set_peer(mid, change.peer_urls)
+        log.info("%x: applied membership change %s of %x at index %d", self._id, change.op.name, mid, entry.index)
+        return None
+
+    def _removed(self) -> None:
+        if not self.removed.is_set():
+            log.error("%x: the member has been permanently removed from the cluster", self._id)
+            log.error("the data-dir used by this member must be removed")
+            self.removed.set()
+
+    def _restore(self, data: bytes) -> None:
+        """A snapshot replaces the state machine, membership included: re-read the address book."""
+        self.applier.restore(data)
+        for m in self.members():
+            self.peer_transport.set_peer(m.id, m.peer_urls)
 
     def self_stats(self) -> dict[str, Any]:
         now = time.time_ns()
@@ -372,11 +482,15 @@ class EtcdServer(V3BackendMixin):
     # ---- apply -----------------------------------------------------------------------------
 
     def _apply_entry(self, entry: Entry) -> None:
-        if entry.type is not EntryType.NORMAL or not entry.data:
+        if entry.type is EntryType.CONF_CHANGE:
+            req_id = decode_change(entry.data)[0]
+            result = self._apply_member_change(entry)
+        elif not entry.data:
             self.applier.applied_index = entry.index
             return
-        req_id, cmd = decode(entry.data)
-        result = self.applier.apply(entry.index, cmd)
+        else:
+            req_id, cmd = decode(entry.data)
+            result = self.applier.apply(entry.index, cmd)
         fut = self._waiters.get(req_id)
         if fut is not None and not fut.done():
             fut.set_result(result)
@@ -384,7 +498,7 @@ class EtcdServer(V3BackendMixin):
     def _leader_changed(self, lead: int) -> None:
         # /v2/stats/self leaderInfo: when the current leader's reign began, as this member saw it
         self._leader_since_ns = time.time_ns() if lead else 0
-        if lead == self._id and self.peer_transport is not None:
+        if lead == self._id:
             self.peer_transport.reset_stats()  # etcd: a new leader starts new follower stats
         if lead:
             log.info("%x: leader is %x at term %d", self._id, lead, self.node.term)
@@ -397,13 +511,14 @@ class EtcdServer(V3BackendMixin):
             save_identity(self._identity_path, self._id, self._cluster_id, self._peers)
 
     async def start(self) -> None:
-        if self.peer_transport is not None:
-            self.peer_transport.start(self.node)
+        # The address book as the (snapshot-restored) store has it; flags fill in a fresh start.
+        for m in self.members():
+            self.peer_transport.set_peer(m.id, m.peer_urls)
+        self.peer_transport.start(self.node)
         self.node.start()
         loop = asyncio.get_running_loop()
-        bootstrap = self._bootstrap() if self.peer_transport is None else self._bootstrap_cluster()
         self._tasks = [
-            loop.create_task(bootstrap),
+            loop.create_task(self._bootstrap_cluster()),
             loop.create_task(self._sync_loop()),
             loop.create_task(self.run_lease_expiry()),
             loop.create_task(self._compactor().run()),
@@ -426,50 +541,14 @@ class EtcdServer(V3BackendMixin):
             is_leader=lambda: self.node.lead == self._id,
         )
 
-    async def _bootstrap(self) -> None:
-        """etcd's internal writes after start: member add (new cluster), publish, cluster version."""
-        deadline = time.monotonic() + 30
-        while self.node.lead == 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        while True:
-            try:
-                await self._internal_writes()
-                return
-            except ServerError as exc:
-                log.warning("publishing member attributes failed (%s); retrying", exc.cause)
-                await asyncio.sleep(0.5)
-
-    async def _internal_writes(self) -> None:
-        mid = format(self._id, "x")
-        if self.node.lead != self._id:
-            return
-        for name, member_id in sorted(self._member_ids.items(), key=lambda kv: kv[1]):
-            if member_id not in self._peers:
-                continue  # flags changed since this data dir was created; the dir wins
-            path = f"/0/members/{member_id:x}/raftAttributes"
-            if self.v2.peek(path) is None:
-                value = orjson.dumps({"peerURLs": list(self._peer_urls_by_name[name])}).decode()
-                result = await self.propose(V2Create(path, value, False, False, None))
-                if isinstance(result, Exception) and not isinstance(result, NodeExists):
-                    log.error("recording member %x failed: %r", member_id, result)
-        attrs = orjson.dumps(
-            {"name": self.cfg.name, "clientURLs": list(self.cfg.advertise_client_urls)}
-        ).decode()
-        await self.propose(V2Set(f"/0/members/{mid}/attributes", attrs, False, None, False))
-        if self.cluster_version() is None:
-            await self.propose(V2Set("/0/version", ETCD_CLUSTER_VERSION, False, None, False))
-        self.published = True
-        self.ready.set()
-
     async def _bootstrap_cluster(self) -> None:
-        """The same internal writes with several members, in etcd's order.
+        """etcd's internal writes after start, in etcd's order.
 
-        The leader (once caught up with its predecessors' writes) records every member's
-        raftAttributes that is missing — etcd does it by applying the bootstrap conf changes,
-        before anything else. Each member then publishes its own attributes, forwarded to the
-        leader like any write. The leader sets the cluster version once every member has
-        published (etcd decides it from all members' versions). A fresh 3-member cluster thus
-        ends at store index 7 (3 adds, 3 publishes, 1 version) and raft index 8.
+        The bootstrap conf changes (first entries of a fresh log) record every initial member.
+        Each member then publishes its own name and client URLs, forwarded to the leader like
+        any write. The leader sets the cluster version once every voter has published (etcd
+        decides it from all members' versions). A fresh 3-member cluster thus ends at store
+        index 7 (3 adds, 3 publishes, 1 version) and raft index 8 (+ the leader's empty entry).
         """
         publisher = asyncio.get_running_loop().create_task(self._publish_self())
         try:
@@ -487,18 +566,8 @@ class EtcdServer(V3BackendMixin):
                 await publisher
 
     async def _leader_internal_writes(self) -> None:
-        for name, member_id in sorted(self._member_ids.items(), key=lambda kv: kv[1]):
-            if member_id not in self._peers:
-                continue
-            path = f"/0/members/{member_id:x}/raftAttributes"
-            if self.v2.peek(path) is None:
-                value = orjson.dumps({"peerURLs": list(self._peer_urls_by_name[name])}).decode()
-                result = await self.propose(V2Create(path, value, False, False, None))
-                if isinstance(result, Exception) and not isinstance(result, NodeExists):
-                    log.error("recording member %x failed: %r", member_id, result)
-        if self.cluster_version() is None and all(
-            self.v2.peek(f"/0/members/{m:x}/attributes") is not None for m in self._peers
-        ):
+        voters = [m for m in self.members() if not m.is_learner]
+        if self.cluster_version() is None and voters and all(m.name for m in voters):
             await self.propose(V2Set("/0/version", ETCD_CLUSTER_VERSION, False, None, False))
 
     async def _publish_self(self) -> None:
@@ -519,6 +588,11 @@ class EtcdServer(V3BackendMixin):
             if isinstance(result, Exception):
                 log.error("publishing member attributes failed: %r", result)
             break
+        with contextlib.suppress(ServerError):
+            if self.node.leader_caught_up:
+                # the last member to publish on the leader decides the version at once (a single
+                # member does so before it serves, as etcd's store index shows)
+                await self._leader_internal_writes()
         self.published = True
         self.ready.set()
 
@@ -528,6 +602,35 @@ class EtcdServer(V3BackendMixin):
             if self.node.lead == self._id and self.v2.has_ttl_keys():
                 with contextlib.suppress(ServerError):
                     await self.propose(V2Sync(time.time_ns()))
+
+    async def transfer_leadership(self, target: int, timeout_s: float) -> bool:
+        """etcd MoveLeader: hand leadership to `target`, wait until it leads (True) or time out."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.node.lead == target:
+                return True
+            if self.node.state is not StateType.LEADER:
+                return False  # someone else leads now (or nobody): not ours to hand off
+            with contextlib.suppress(ServerStopped, Stopped):
+                self.node.transfer_leadership(target)
+            await asyncio.sleep(self.cfg.heartbeat_interval_ms / 1000)
+        return self.node.lead == target
+
+    async def hand_off_leadership(self) -> None:
+        """etcd TransferLeadership on stop: a leader hands over to its most up-to-date voter,
+        so the cluster does not wait out an election timeout for a planned stop."""
+        if self.node.state is not StateType.LEADER:
+            return
+        progress = self.node.progress()
+        voters = [v for v in self.node.conf_state.voters if v != self._id and v in progress]
+        if not voters:
+            return
+        target = max(voters, key=lambda v: progress[v])
+        timeout_s = 2 * self.cfg.election_timeout_ms / 1000
+        if await self.transfer_leadership(target, timeout_s):
+            log.info("%x: handed leadership to %x before stopping", self._id, target)
+        else:
+            log.warning("%x: leadership transfer to %x did not finish before stopping", self._id, target)
 
     def close_watchers(self) -> None:
         hub = self.v2.hub
@@ -543,8 +646,7 @@ class EtcdServer(V3BackendMixin):
                 await t
         self.close_watchers()
         await self.node.stop()
-        if self.peer_transport is not None:
-            await self.peer_transport.stop()
+        await self.peer_transport.stop()
 
 
 # ---- process --------------------------------------------------------------------------------
@@ -579,7 +681,17 @@ class _QuietServer(uvicorn.Server):
 async def serve(cfg: Config) -> int:
     from app.asgi import ClientApp
 
-    server = EtcdServer(cfg)
+    joined: JoinInfo | None = None
+    data_dir = Path(cfg.data_dir)
+    if cfg.initial_cluster_state == "existing" and load_identity(data_dir / "member" / "identity.json") is None:
+        try:
+            joined = await discover_cluster(
+                tuple(cfg.initial_advertise_peer_urls), [u for _, u in cfg.initial_cluster]
+            )
+        except JoinError as exc:
+            print(f"etcdpy: {exc}", file=sys.stderr)
+            return 1
+    server = EtcdServer(cfg, joined=joined)
     try:
         server.open()
     except Exception as exc:
@@ -587,7 +699,7 @@ async def serve(cfg: Config) -> int:
         return 1
     try:
         socks = [_bind(u) for u in cfg.listen_client_urls]
-        peer_socks = [_bind(u) for u in cfg.listen_peer_urls] if server.peer_app is not None else []
+        peer_socks = [_bind(u) for u in cfg.listen_peer_urls]
     except OSError as exc:
         print(f"etcdpy: listen tcp: {exc}", file=sys.stderr)
         return 1
@@ -596,28 +708,28 @@ async def serve(cfg: Config) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     stop_task = loop.create_task(stop.wait())
-    peer_server: _QuietServer | None = None
-    peer_task: asyncio.Task[None] | None = None
-    if server.peer_app is not None:
-        # Peers first: the other members need us to elect a leader before anyone is ready.
-        peer_server = _QuietServer(_uvicorn_config(server.peer_app, keep_alive_s=120))
-        peer_task = loop.create_task(peer_server.serve(sockets=peer_socks))
-        log.info("etcdpy serving peer traffic on %s", ", ".join(cfg.listen_peer_urls))
+    removed_task = loop.create_task(server.removed.wait())
+    ends = {stop_task, removed_task}
+    # Peers first: the other members need us to elect a leader before anyone is ready.
+    peer_server = _QuietServer(_uvicorn_config(server.peer_app, keep_alive_s=120))
+    peer_task = loop.create_task(peer_server.serve(sockets=peer_socks))
+    log.info("etcdpy serving peer traffic on %s", ", ".join(cfg.listen_peer_urls))
     await server.start()
     serve_task: asyncio.Task[None] | None = None
     userver: _QuietServer | None = None
-    if server.peer_app is not None:
-        # etcd serves clients only once this member has published itself (ReadyNotify); the
-        # bound sockets queue connections meanwhile.
-        ready_task = loop.create_task(server.ready.wait())
-        await asyncio.wait({ready_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-        ready_task.cancel()
-    if not stop.is_set():
+    # etcd serves clients only once this member has published itself (ReadyNotify); the
+    # bound sockets queue connections meanwhile.
+    ready_task = loop.create_task(server.ready.wait())
+    await asyncio.wait({ready_task, *ends}, return_when=asyncio.FIRST_COMPLETED)
+    ready_task.cancel()
+    if not stop.is_set() and not server.removed.is_set():
         app = ClientApp(server, cors=cfg.cors, enable_v2=cfg.enable_v2, client_urls=cfg.advertise_client_urls)
         userver = _QuietServer(_uvicorn_config(app, keep_alive_s=30))
         serve_task = loop.create_task(userver.serve(sockets=socks))
         log.info("etcdpy serving client requests on %s", ", ".join(cfg.listen_client_urls))
-        await asyncio.wait({serve_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({serve_task, *ends}, return_when=asyncio.FIRST_COMPLETED)
+    if stop.is_set() and not server.removed.is_set():
+        await server.hand_off_leadership()
     # Watches never end on their own: close them so the graceful shutdown can finish.
     server.close_watchers()
     server.close_v3_streams()
@@ -626,11 +738,11 @@ async def serve(cfg: Config) -> int:
         with contextlib.suppress(Exception):
             await serve_task
     await server.stop()
-    if peer_server is not None and peer_task is not None:
-        peer_server.should_exit = True
-        with contextlib.suppress(Exception):
-            await peer_task
-    stop_task.cancel()
+    peer_server.should_exit = True
+    with contextlib.suppress(Exception):
+        await peer_task
+    for t in ends:
+        t.cancel()
     return 0
 
 

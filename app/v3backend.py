@@ -37,7 +37,7 @@ from store.commands import (
     V3Put,
     V3Txn,
 )
-from store.errors import LeaderUnknown, RequestTimeout, ServerError, UnsupportedChange, V3Error, V3NoSpace
+from store.errors import LeaderUnknown, MembershipError, RequestTimeout, ServerError, V3Error, V3NoSpace
 from store.errors import Stopped as ServerStopped
 from store.v3types import (
     CompactionRequest,
@@ -98,7 +98,7 @@ class V3BackendMixin:
         node: RaftNode
         cfg: Config
         request_timeout_s: float
-        peer_transport: PeerTransport | None
+        peer_transport: PeerTransport
 
         @property
         def cluster_id(self) -> int: ...
@@ -112,7 +112,15 @@ class V3BackendMixin:
 
         def members(self) -> list[MemberInfo]: ...
 
-        async def update_member_peer_urls(self, member_id: int, peer_urls: list[str]) -> None: ...
+        async def add_member(self, peer_urls: list[str], is_learner: bool) -> MemberInfo: ...
+
+        async def remove_member(self, member_id: int) -> None: ...
+
+        async def update_member(self, member_id: int, peer_urls: list[str]) -> None: ...
+
+        async def promote_member(self, member_id: int) -> None: ...
+
+        async def transfer_leadership(self, target: int, timeout_s: float) -> bool: ...
 
         def leader_id(self) -> int: ...
 
@@ -151,7 +159,7 @@ class V3BackendMixin:
     async def _linearizable_read(self) -> None:
         """etcd linearizableReadNotify, simplified (see the module invariants)."""
         node = self.node
-        if node.lead == self.member_id and not node.is_multi_member and len(self.members()) <= 1:
+        if node.lead == self.member_id and node.conf_state.voters == (self.member_id,):
             deadline = time.monotonic() + self.request_timeout_s
             while node.applied_index < node.committed_index:
                 if time.monotonic() > deadline:
@@ -296,7 +304,7 @@ class V3BackendMixin:
         deadline = time.monotonic() + self.request_timeout_s
         while True:
             lead = self.node.lead
-            if lead and lead != self.member_id and self.peer_transport is not None:
+            if lead and lead != self.member_id:
                 r = await call(self.peer_transport, lead)
                 if r is not None:
                     return r
@@ -321,8 +329,6 @@ class V3BackendMixin:
                     raise ServerStopped() from None
                 else:
                     return self._renew_local(lease_id)
-            if self.peer_transport is None:
-                raise LeaderUnknown()
             try:
                 return await self._forward_to_lease_leader(lambda t, lead: t.lease_keepalive(lead, lease_id))
             except _LeaderNow:
@@ -331,7 +337,7 @@ class V3BackendMixin:
     async def v3_lease_time_to_live(self, lease_id: int, *, keys: bool) -> LeaseTTL | None:
         """TimeToLive as the leader sees it: local on the leader, forwarded from a follower."""
         while True:
-            if self.node.state is StateType.LEADER or self.peer_transport is None:
+            if self.node.state is StateType.LEADER:
                 return self.v3_lease_ttl(lease_id, keys=keys)
             try:
                 found, ttl, granted, key_list = await self._forward_to_lease_leader(
@@ -424,23 +430,68 @@ class V3BackendMixin:
         return [Alarm(m, a) for m, a in r]
 
     async def v3_move_leader(self, target_id: int) -> None:
+        """etcd MoveLeader: the leader hands over to `target_id` and waits (bounded) for it."""
         if self.node.state is not StateType.LEADER:
             raise GrpcError("etcdserver: not leader", Code.FAILED_PRECONDITION)
-        if target_id not in {m.id for m in self.members()}:
+        members = {m.id: m for m in self.members()}
+        if target_id not in members or members[target_id].is_learner:
             raise GrpcError("etcdserver: bad leader transferee", Code.FAILED_PRECONDITION)
         if target_id == self.member_id:
             return
-        raise GrpcError("etcdserver: leadership transfer is not supported by etcdpy yet", Code.UNIMPLEMENTED)
+        if not await self.transfer_leadership(target_id, self.request_timeout_s):
+            raise GrpcError("etcdserver: request timed out, leader transfer took too long", Code.UNAVAILABLE)
 
     # ---- cluster -------------------------------------------------------------------------------
 
+    async def v3_member_add(self, peer_urls: list[str], is_learner: bool) -> Member:
+        try:
+            m = await self.add_member(peer_urls, is_learner)
+        except MembershipError as exc:
+            raise _membership_grpc(exc) from None
+        return Member(m.id, m.name, m.peer_urls, m.client_urls, m.is_learner)
+
+    async def v3_member_remove(self, member_id: int) -> None:
+        try:
+            await self.remove_member(member_id)
+        except MembershipError as exc:
+            raise _membership_grpc(exc) from None
+
     async def v3_member_update(self, member_id: int, peer_urls: list[str]) -> None:
         try:
-            await self.update_member_peer_urls(member_id, peer_urls)
-        except UnsupportedChange:
-            raise GrpcError(
-                "etcdserver: runtime membership changes are not supported by etcdpy yet", Code.UNIMPLEMENTED
-            ) from None
+            await self.update_member(member_id, peer_urls)
+        except MembershipError as exc:
+            raise _membership_grpc(exc) from None
+
+    async def v3_member_promote(self, member_id: int) -> None:
+        try:
+            await self.promote_member(member_id)
+        except MembershipError as exc:
+            raise _membership_grpc(exc) from None
 
     def v3_members(self) -> list[Member]:
-        return [Member(m.id, m.name, m.peer_urls, m.client_urls) for m in self.members()]
+        return [Member(m.id, m.name, m.peer_urls, m.client_urls, m.is_learner) for m in self.members()]
+
+
+# etcd v3rpc togRPCError for membership errors
+_MEMBERSHIP_GRPC: dict[str, tuple[str, Code]] = {
+    "id_exists": ("etcdserver: member ID already exist", Code.FAILED_PRECONDITION),
+    "peer_url_exists": ("etcdserver: Peer URLs already exists", Code.FAILED_PRECONDITION),
+    "id_not_found": ("etcdserver: member not found", Code.NOT_FOUND),
+    "id_removed": ("etcdserver: member not found", Code.NOT_FOUND),
+    "not_learner": ("etcdserver: can only promote a learner member", Code.FAILED_PRECONDITION),
+    "too_many_learners": ("etcdserver: too many learner members in cluster", Code.FAILED_PRECONDITION),
+    "learner_not_ready": (
+        "etcdserver: can only promote a learner member which is in sync with leader",
+        Code.FAILED_PRECONDITION,
+    ),
+    "not_enough_started": (
+        "etcdserver: re-configuration failed due to not enough started members",
+        Code.FAILED_PRECONDITION,
+    ),
+    "unhealthy": ("etcdserver: unhealthy cluster", Code.UNAVAILABLE),
+}
+
+
+def _membership_grpc(exc: MembershipError) -> GrpcError:
+    message, code = _MEMBERSHIP_GRPC.get(exc.kind, (exc.message, Code.UNKNOWN))
+    return GrpcError(message, code)

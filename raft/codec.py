@@ -9,6 +9,12 @@ A compact, length-prefixed binary form, big endian, versioned by its first byte:
     snapshot := has:u8 [index:u64 term:u64 n_voters:u32 u64* n_learners:u32 u64* data:bytes]
     bytes    := len:u32 raw
 
+A SNAP travels on its own request (POST /raft/snapshot) so its data can be streamed rather
+than copied into a batch; only its header is encoded here, the data follows it raw:
+
+    snapshot request := SNAP_VERSION:u8 header_len:u32 data_len:u64  message  data
+    (message is the SNAP encoded as above with empty snapshot data; data is data_len raw bytes)
+
 Invariants: decode_batch(encode_batch(ms)) == ms for every Message the core emits; a
 malformed or truncated body raises CodecError (never IndexError/struct.error), so the
 receiver can answer 400 and drop it. HardState never travels: it is local (Raft §5.1).
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from dataclasses import replace
 
 from raft.core.types import ConfState, Entry, EntryType, Message, MsgType, Snapshot, SnapshotMeta
 
@@ -30,6 +37,9 @@ _U8 = struct.Struct(">B")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _SNAP = struct.Struct(">QQ")
+SNAP_VERSION = 1
+_SNAP_PREFIX = struct.Struct(">BIQ")  # version, header_len, data_len
+SNAPSHOT_PREFIX_SIZE = _SNAP_PREFIX.size
 
 
 class CodecError(ValueError):
@@ -174,3 +184,33 @@ def _decode_message(r: _Reader) -> Message:
         snapshot=snapshot,
         context=context,
     )
+
+
+# ---- the snapshot request (POST /raft/snapshot) ----------------------------------------------
+
+
+def encode_snapshot_header(m: Message) -> bytes:
+    """The prefix and header of a snapshot request; the caller streams m.snapshot.data after it."""
+    if m.type is not MsgType.SNAP or m.snapshot is None:
+        raise ValueError("encode_snapshot_header needs a SNAP message with a snapshot")
+    # The header is the message without its data, so the data is never copied to encode it.
+    body = encode_message(replace(m, snapshot=replace(m.snapshot, data=b"")))
+    return _SNAP_PREFIX.pack(SNAP_VERSION, len(body), len(m.snapshot.data)) + body
+
+
+def decode_snapshot_prefix(prefix: bytes) -> tuple[int, int]:
+    """(header_len, data_len) from the first SNAPSHOT_PREFIX_SIZE bytes of a snapshot request."""
+    if len(prefix) != _SNAP_PREFIX.size:
+        raise CodecError("truncated snapshot request")
+    version, header_len, data_len = _SNAP_PREFIX.unpack(prefix)
+    if version != SNAP_VERSION:
+        raise CodecError(f"unknown snapshot request version {version}")
+    return header_len, data_len
+
+
+def decode_snapshot_header(header: bytes) -> Message:
+    """The SNAP message of a snapshot request, its snapshot data still empty."""
+    m = decode_message(header)
+    if m.type is not MsgType.SNAP or m.snapshot is None or m.snapshot.data:
+        raise CodecError("snapshot request header is not a SNAP message without data")
+    return m

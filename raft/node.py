@@ -17,17 +17,18 @@ import contextlib
 import heapq
 import itertools
 import logging
+import os
 import random
 import struct
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from raft.core.rawnode import Config, RawNode, Ready
 from raft.core.storage import MemoryStorage
-from raft.core.types import ConfState, Entry, HardState, Message, Snapshot, SnapshotMeta, StateType
+from raft.core.types import ConfState, Entry, EntryType, HardState, Message, Snapshot, SnapshotMeta, StateType
 from raft.snapshotter import Snapshotter
 from raft.wal import WAL
 
@@ -62,6 +63,13 @@ class NoTransport:
         return None
 
 
+def _catch_up_entries_from_env() -> int:
+    # A test knob: the process test of snapshot catch-up sets it small, so that a follower needs
+    # a snapshot after hundreds of missed writes rather than CATCH_UP_ENTRIES (too slow to write).
+    raw = os.environ.get("ETCDPY_SNAPSHOT_CATCHUP_ENTRIES", "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else CATCH_UP_ENTRIES
+
+
 @dataclass(frozen=True, slots=True)
 class NodeOptions:
     node_id: int
@@ -74,6 +82,11 @@ class NodeOptions:
     snapshot_count: int = 100_000
     max_snapshots: int = 5
     max_wals: int = 5
+    # CONF_CHANGE payloads written as the first entries (term 1, committed) of a fresh log:
+    # etcd bootstraps a new cluster with one member-add per initial member.
+    bootstrap: tuple[bytes, ...] = ()
+    # Entries kept behind each snapshot (etcd --experimental-snapshot-catchup-entries, 3.5.14+).
+    catch_up_entries: int = field(default_factory=_catch_up_entries_from_env)
 
 
 class RaftNode:
@@ -116,6 +129,7 @@ class RaftNode:
         # (index, seq, future): resolved once applied_index >= index
         self._apply_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._apply_seq = itertools.count()
+        self._campaign_when_applied = False
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -128,6 +142,7 @@ class RaftNode:
             log.warning("WAL had a torn last record (crash during a write); it was truncated")
         self._snapshotter = Snapshotter(opts.snap_dir, max_snapshots=opts.max_snapshots)
         applied = 0
+        restored = False  # a data dir made by app.restore: a snapshot that names no voters
         if state.snapshot is not None:
             snap = self._snapshotter.load_newest(max_index=state.snapshot.index)
             if snap is None or snap.meta.index != state.snapshot.index:
@@ -136,7 +151,8 @@ class RaftNode:
                     "but no valid snapshot file with that index exists"
                 )
             if not snap.meta.conf_state.voters:
-                # a restored snapshot (app.restore) names no voters: this member's flags do
+                # this member's flags name the voters (and its bootstrap entries record them)
+                restored = True
                 meta = SnapshotMeta(snap.meta.index, snap.meta.term, ConfState(voters=opts.peers))
                 snap = Snapshot(meta=meta, data=snap.data)
             self.storage.apply_snapshot(snap)
@@ -144,20 +160,25 @@ class RaftNode:
             applied = snap.meta.index
             self.applied_term = snap.meta.term
             self._snap_index = applied
-            if snap.meta.conf_state.voters:
-                self._conf_state = snap.meta.conf_state
+            self._conf_state = snap.meta.conf_state
         if state.entries:
             self.storage.append(state.entries)
         hard_state = state.hard_state
         fresh = state.snapshot is None and not state.entries and hard_state == HardState()
-        if fresh and self.is_multi_member:
-            # etcd bootstraps a new cluster with its member conf changes as entries of term 1,
-            # so the first leader is elected at term 2; start from the same term (nothing else
-            # is at term 1, so no entry and no vote is invented).
-            hard_state = HardState(term=1)
+        if (fresh or (restored and not state.entries)) and opts.bootstrap:
+            # The first leader is then elected at term 2, as in etcd.
+            term = max(1, hard_state.term)
+            boot = [
+                Entry(term=term, index=applied + i, type=EntryType.CONF_CHANGE, data=d)
+                for i, d in enumerate(opts.bootstrap, start=1)
+            ]
+            hard_state = HardState(term=term, vote=hard_state.vote, commit=applied + len(boot))
+            wal.append(boot, hard_state)
+            wal.sync()
+            self.storage.append(boot)
         self.storage.set_hard_state(hard_state)
         self.applied_index = applied
-        self.committed_index = max(applied, state.hard_state.commit)
+        self.committed_index = max(applied, hard_state.commit)
         self.term = hard_state.term
         self._rn = RawNode(
             Config(
@@ -169,16 +190,17 @@ class RaftNode:
                 heartbeat_ticks=1,
                 applied=applied,
                 pre_vote=True,
-                check_quorum=len(opts.peers) > 1,
+                check_quorum=True,
             )
         )
 
     def start(self) -> None:
         assert self._rn is not None, "open() first"
-        if self.opts.peers == (self.opts.node_id,):
-            # A one-member cluster need not wait out an election timeout. With more members the
-            # randomized election timeout starts the first election (Raft §5.2), as in etcd.
-            self._rn.campaign()
+        # A one-member cluster need not wait out an election timeout: it campaigns once the
+        # committed log (conf changes included) is applied. With more members the randomized
+        # election timeout starts the first election (Raft §5.2), as in etcd.
+        self._campaign_when_applied = self.opts.peers == (self.opts.node_id,)
+        self._wake.set()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._run()), loop.create_task(self._ticker())]
 
@@ -199,12 +221,46 @@ class RaftNode:
 
     def propose(self, data: bytes) -> None:
         """Append a proposal (raises NotLeader / ProposalDropped from the core)."""
-        if self.failure is not None or self._rn is None or self._stopped:
-            from raft.core.errors import Stopped
-
-            raise Stopped()
+        self._check_running()
+        assert self._rn is not None
         self._rn.propose(data)
         self._wake.set()
+
+    def propose_conf_change(self, data: bytes) -> None:
+        """Append a CONF_CHANGE entry; ProposalDropped while an earlier one is not applied."""
+        self._check_running()
+        assert self._rn is not None
+        self._rn.propose_conf_change(data)
+        self._wake.set()
+
+    def apply_conf_change(
+        self,
+        *,
+        voters_add: tuple[int, ...] = (),
+        voters_remove: tuple[int, ...] = (),
+        learners_add: tuple[int, ...] = (),
+    ) -> ConfState:
+        """Make a committed conf change take effect; call only from the apply callback."""
+        assert self._rn is not None
+        self._conf_state = self._rn.apply_conf_change(voters_add, voters_remove, learners_add)
+        return self._conf_state
+
+    @property
+    def conf_state(self) -> ConfState:
+        return self._conf_state
+
+    def transfer_leadership(self, to: int) -> None:
+        """Ask the core to hand leadership to `to` (the leader only; best effort)."""
+        self._check_running()
+        assert self._rn is not None
+        self._rn.transfer_leader(to)
+        self._wake.set()
+
+    def progress(self) -> dict[int, int]:
+        """On the leader: each member's match index (empty elsewhere)."""
+        if self._rn is None:
+            return {}
+        return {i: p.match for i, p in self._rn.status.progress.items()}
 
     async def read_index(self, timeout_s: float) -> int:
         """A linearizable read point (Raft thesis §6.4): returns once it is applied here.
@@ -308,10 +364,6 @@ class RaftNode:
         self._wake.set()
 
     @property
-    def is_multi_member(self) -> bool:
-        return self.opts.peers != (self.opts.node_id,)
-
-    @property
     def leader_caught_up(self) -> bool:
         """Leader, and its own first entry of this term is applied, so is everything before it.
 
@@ -334,6 +386,10 @@ class RaftNode:
         assert rn is not None
         try:
             while not self._stopped:
+                if self._campaign_when_applied and self.applied_index >= self.committed_index:
+                    self._campaign_when_applied = False
+                    if rn.raft.prs.voters == {self.opts.node_id}:
+                        rn.campaign()
                 if not rn.has_ready():
                     self._wake.clear()
                     await self._wake.wait()
@@ -406,8 +462,12 @@ class RaftNode:
         wal.save_snapshot(meta)
         await asyncio.to_thread(wal.sync)
         self.storage.create_snapshot(index, self._conf_state, data)
-        if index > CATCH_UP_ENTRIES:
-            self.storage.compact(index - CATCH_UP_ENTRIES)
+        # Keep catch_up_entries behind the snapshot for slow followers, unless the log already
+        # starts later: after installing a leader's snapshot it begins at that snapshot (etcd
+        # likewise ignores ErrCompacted here).
+        compact_to = index - self.opts.catch_up_entries
+        if compact_to >= self.storage.first_index():
+            self.storage.compact(compact_to)
         await asyncio.to_thread(wal.release_before, index)
         self._snap_index = index
         log.info("saved snapshot at index %d", index)

@@ -32,7 +32,7 @@ from store.commands import (
     V3Put,
     V3Txn,
 )
-from store.errors import StoreError, V3Error, V3NoSpace
+from store.errors import MembershipError, StoreError, V3Error, V3NoSpace
 from store.v2.event import Event
 from store.v2.tree import V2Store
 from store.v3.state import V3Store
@@ -55,7 +55,7 @@ def txn_has_puts(req: TxnRequest) -> bool:
 
 # V3Compact and V3LeaseRevoke give the store revision after apply (the response header's).
 V3Result = PutResponse | DeleteRangeResponse | TxnResponse | LeaseInfo | int | Alarms
-Result = Event | StoreError | V3Result | V3Error | None
+Result = Event | StoreError | V3Result | V3Error | MembershipError | None
 
 SNAPSHOT_FORMAT = 1
 

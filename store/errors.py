@@ -147,3 +147,12 @@ class V3NoSpace(_FixedV3Error):
 # as a gRPC status, so the code is only nominal.
 class V3EmptyWatcherRange(_FixedV3Error):
     MESSAGE, CODE = "mvcc: watcher range is empty", GRPC_INVALID_ARGUMENT
+
+
+class MembershipError(ServerError):
+    """A membership change refused (etcd's membership.Err* / etcdserver.Err*); `kind` names which."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message

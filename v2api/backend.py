@@ -19,6 +19,7 @@ class MemberInfo:
     name: str
     peer_urls: tuple[str, ...]
     client_urls: tuple[str, ...]
+    is_learner: bool = False
 
 
 class Backend(Protocol):
@@ -45,9 +46,17 @@ class Backend(Protocol):
 
     def members(self) -> list[MemberInfo]: ...
 
-    async def update_member_peer_urls(self, member_id: int, peer_urls: list[str]) -> None:
-        """Record new peer URLs for a member through the log. Raises ServerError."""
+    async def add_member(self, peer_urls: list[str], is_learner: bool) -> MemberInfo:
+        """Add a member through the log (a conf change). Raises MembershipError, ServerError."""
         ...
+
+    async def remove_member(self, member_id: int) -> None: ...
+
+    async def update_member(self, member_id: int, peer_urls: list[str]) -> None: ...
+
+    async def promote_member(self, member_id: int) -> None: ...
+
+    def is_removed_member(self, member_id: int) -> bool: ...
 
     def leader_id(self) -> int:
         """0 while there is no leader."""

@@ -2,8 +2,8 @@
 
 Invariant: member answers carry a header without revision (etcd fills only cluster id, member
 id and term for the cluster service). The checks etcd makes before a membership change are
-answered as etcd answers them; an actual change is refused with an UNIMPLEMENTED
-`etcdserver:` error until etcdpy supports runtime reconfiguration. Must not import app or raft.
+answered as etcd answers them; the change itself goes through the log (the backend). Must not
+import app or raft.
 """
 
 from __future__ import annotations
@@ -24,10 +24,6 @@ ERR_NOT_LEARNER: Final = ("etcdserver: can only promote a learner member", Code.
 ERR_NOT_ENOUGH_STARTED: Final = (
     "etcdserver: re-configuration failed due to not enough started members",
     Code.FAILED_PRECONDITION,
-)
-ERR_UNSUPPORTED: Final = (
-    "etcdserver: runtime membership changes are not supported by etcdpy yet",
-    Code.UNIMPLEMENTED,
 )
 _HOST_PORT = re.compile(r"^(\[[^\]]*\]|[^:\[\]]*):[0-9]*$")
 
@@ -80,10 +76,10 @@ async def member_list(be: V3Backend, d: dict[str, Any]) -> Obj:
 async def member_add(be: V3Backend, d: dict[str, Any]) -> Obj:
     urls: list[str] = d.get("peerURLs", [])
     check_urls(urls)
-    taken = {u for m in be.v3_members() for u in m.peer_urls}
-    if any(u in taken for u in urls):
-        raise GrpcError(*ERR_PEER_URL_EXISTS)
-    raise GrpcError(*ERR_UNSUPPORTED)
+    added = await be.v3_member_add(urls, bool(d.get("isLearner", False)))
+    o = _answer(be)
+    o["member"] = member_obj(added)
+    return {"header": o["header"], "member": o["member"], **({"members": o["members"]} if "members" in o else {})}
 
 
 async def member_remove(be: V3Backend, d: dict[str, Any]) -> Obj:
@@ -91,9 +87,8 @@ async def member_remove(be: V3Backend, d: dict[str, Any]) -> Obj:
     members = {m.id: m for m in be.v3_members()}
     if member_id not in members:
         raise GrpcError(*ERR_NOT_FOUND)
-    if len(members) == 1:
-        raise GrpcError(*ERR_NOT_ENOUGH_STARTED)  # etcd strict reconfig: removing the only voter loses quorum
-    raise GrpcError(*ERR_UNSUPPORTED)
+    await be.v3_member_remove(member_id)
+    return _answer(be)
 
 
 async def member_update(be: V3Backend, d: dict[str, Any]) -> Obj:
@@ -117,4 +112,5 @@ async def member_promote(be: V3Backend, d: dict[str, Any]) -> Obj:
         raise GrpcError(*ERR_NOT_FOUND)
     if not members[member_id].is_learner:
         raise GrpcError(*ERR_NOT_LEARNER)
-    raise GrpcError(*ERR_UNSUPPORTED)
+    await be.v3_member_promote(member_id)
+    return _answer(be)
