@@ -281,6 +281,9 @@ FLAGS_BY_NAME: dict[str, Flag] = {f.name: f for f in FLAGS}
 # settable on the command line only, so no environment or config file turns them on by accident.
 # fmt: off
 TEST_FLAGS: tuple[Flag, ...] = (
+    _f("experimental-snapshot-catchup-entries", "uint", "5000", "use",
+       "Number of entries for a slow follower to catch up after compacting the raft storage entries\n"
+       "(etcd 3.5's flag, taken early by etcdpy).", U),
     _f("unsafe-test-faults", "bool", "false", "use",
        "TEST ONLY: serve PUT/GET /debug/faults on the client port to drop or delay traffic with chosen\n"
        "peers (see app/faults.py). Never enable it in production.", U),
@@ -710,6 +713,7 @@ def _build(st: _State, config_file: str, warn: Warn) -> Config:
         log_level=log_level,
         force_new_cluster=st.bool_("force-new-cluster"),
         unsafe_no_fsync=st.bool_("unsafe-no-fsync"),
+        snapshot_catchup_entries=st.int_("experimental-snapshot-catchup-entries"),
         unsafe_test_faults=st.bool_("unsafe-test-faults"),
         config_file=config_file,
     )

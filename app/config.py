@@ -63,6 +63,7 @@ class Config:
     data_dir: str = ""
     wal_dir: str = ""
     snapshot_count: int = 100000
+    snapshot_catchup_entries: int = 5000
     heartbeat_interval_ms: int = 100
     election_timeout_ms: int = 1000
     initial_election_tick_advance: bool = True

@@ -207,6 +207,7 @@ class EtcdServer(V3BackendMixin):
                 max_snapshots=cfg.max_snapshots,
                 max_wals=cfg.max_wals,
                 bootstrap=bootstrap,
+                catch_up_entries=max(1, cfg.snapshot_catchup_entries),
             ),
             apply=self._apply_entry,
             take_snapshot=self.applier.snapshot,

@@ -17,12 +17,11 @@ import contextlib
 import heapq
 import itertools
 import logging
-import os
 import random
 import struct
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -63,13 +62,6 @@ class NoTransport:
         return None
 
 
-def _catch_up_entries_from_env() -> int:
-    # A test knob: the process test of snapshot catch-up sets it small, so that a follower needs
-    # a snapshot after hundreds of missed writes rather than CATCH_UP_ENTRIES (too slow to write).
-    raw = os.environ.get("ETCDPY_SNAPSHOT_CATCHUP_ENTRIES", "")
-    return int(raw) if raw.isdigit() and int(raw) > 0 else CATCH_UP_ENTRIES
-
-
 @dataclass(frozen=True, slots=True)
 class NodeOptions:
     node_id: int
@@ -86,7 +78,7 @@ class NodeOptions:
     # etcd bootstraps a new cluster with one member-add per initial member.
     bootstrap: tuple[bytes, ...] = ()
     # Entries kept behind each snapshot (etcd --experimental-snapshot-catchup-entries, 3.5.14+).
-    catch_up_entries: int = field(default_factory=_catch_up_entries_from_env)
+    catch_up_entries: int = CATCH_UP_ENTRIES
 
 
 class RaftNode:

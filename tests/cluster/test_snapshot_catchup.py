@@ -1,9 +1,8 @@
 """A follower that missed more than the leader keeps in its log catches up through a snapshot.
 
 Three etcdpy processes with --snapshot-count 100: the leader snapshots every 100 entries and
-keeps CATCH_UP entries behind each snapshot (raft.node's test knob
-ETCDPY_SNAPSHOT_CATCHUP_ENTRIES; the default, 5000 as in etcd, takes too long to write past on a
-busy machine). One follower is stopped, the others take more than that many writes (v2 sets, v3
+keeps CATCH_UP entries behind each snapshot (--experimental-snapshot-catchup-entries, etcd
+3.5's flag; the default, 5000 as in etcd, takes too long to write past on a busy machine). One follower is stopped, the others take more than that many writes (v2 sets, v3
 puts, deletes, a lease), so the leader's log no longer reaches back to the stopped follower's
 last entry. On restart the follower can only
 be caught up by a snapshot: sent on the leader's /raft/snapshot route (leader's log), restored
@@ -14,7 +13,6 @@ then reach it through the log again.
 from __future__ import annotations
 
 import base64
-import os
 import re
 import threading
 import time
@@ -109,9 +107,9 @@ def started_log(p: ServerProc) -> str:
 
 def test_lagging_follower_catches_up_through_a_snapshot(tmp_path: Path) -> None:
     c = Cluster(require_impl(), tmp_path / "impl")
-    c.create(extra=["--snapshot-count", str(SNAPSHOT_COUNT)])
-    for p in c.procs:
-        p.env = {**os.environ, "ETCDPY_SNAPSHOT_CATCHUP_ENTRIES": str(CATCH_UP)}
+    c.create(
+        extra=["--snapshot-count", str(SNAPSHOT_COUNT), "--experimental-snapshot-catchup-entries", str(CATCH_UP)]
+    )
     try:
         run(c)
     finally:
