@@ -443,6 +443,9 @@ class V3BackendMixin:
 
     # ---- cluster -------------------------------------------------------------------------------
 
+    def v3_is_learner(self) -> bool:
+        return self.member_id in self.node.conf_state.learners
+
     async def v3_member_add(self, peer_urls: list[str], is_learner: bool) -> Member:
         try:
             m = await self.add_member(peer_urls, is_learner)

@@ -115,6 +115,16 @@ ROUTES: Final[dict[str, Route]] = {
     **{f"/v3/election/{p}": _ELECTION for p in ("campaign", "proclaim", "leader", "resign", "observe")},
 }
 
+# etcd 3.4 isRPCSupportedForLearner: a learner answers status and serializable ranges only.
+ERR_LEARNER: Final = ("etcdserver: rpc not supported for learner", Code.UNAVAILABLE)
+
+
+def _learner_serves(route: Route, d: dict[str, Any]) -> bool:
+    if route.unary is maintenance.status:
+        return True
+    return route.unary is kv.range_ and bool(d.get("serializable", False))
+
+
 # A body this large cannot hold a request under the gRPC limit in any sane encoding.
 BODY_READ_CAP: Final = 64 << 20
 
@@ -143,6 +153,10 @@ class V3Gateway:
             return
         if route.stream is not None:
             out = ResponseStream(send, lambda: etcd_headers(self.backend))
+            if self.backend.v3_is_learner():
+                await out.error(GrpcError(*ERR_LEARNER))  # etcd's stream interceptor: no streams
+                await out.end()
+                return
             await route.stream(self.backend, RequestStream(receive), out)
             return
         await self._unary(scope, receive, send, route)
@@ -169,6 +183,8 @@ class V3Gateway:
                 raise grpc_message_too_large(size, limit)
             if route.unary is None:
                 raise GrpcError(f"unknown service {route.service}", Code.UNIMPLEMENTED)
+            if be.v3_is_learner() and not _learner_serves(route, d):
+                raise GrpcError(*ERR_LEARNER)
             obj = await route.unary(be, d)
         except GrpcError as err:
             await send_unary_error(scope, send, err, etcd_headers(be))

@@ -150,6 +150,13 @@ def test_grow_from_one_member_to_three_then_shrink(impl: str, tmp_path: Path, st
     started.append(m3)
     m3.spawn()
     wait_for("m3 (learner) to catch up", lambda: _local_value(m3, "k/before") == "1" or None, 30)
+    # a learner serves status and serializable ranges only (etcd isRPCSupportedForLearner)
+    r = _v3(m3, "/v3/kv/put", {"key": _b64("x"), "value": _b64("y")})
+    assert (r.status_code, r.json()["message"]) == (503, "etcdserver: rpc not supported for learner")
+    r = _v3(m3, "/v3/kv/range", {"key": _b64("x")})
+    assert (r.status_code, r.json()["message"]) == (503, "etcdserver: rpc not supported for learner")
+    assert _v3(m3, "/v3/kv/range", {"key": _b64("x"), "serializable": True}).status_code == 200
+    assert _v3(m3, "/v3/maintenance/status", {}).status_code == 200
     _retry_change("promote", lambda: _v3(m2, "/v3/cluster/member/promote", {"ID": learner_id}))
     assert not any(m.get("isLearner") for m in _members(m1))
     r3 = _v3(m1, "/v3/cluster/member/promote", {"ID": learner_id})
