@@ -30,7 +30,9 @@ def _b64(s: str) -> str:
     return base64.b64encode(s.encode()).decode()
 
 
-def _member(cmd: list[str], root: Path, name: str, initial: str, state: str, ports: tuple[int, int]) -> ServerProc:
+def _member(
+    cmd: list[str], root: Path, name: str, initial: str, state: str, ports: tuple[int, int]
+) -> ServerProc:
     client_port, peer_port = ports
     run_dir = root / name
     flags = etcd_flags(
@@ -88,7 +90,9 @@ def _retry_change(what: str, fn: Callable[[], httpx.Response], ok: int = 200) ->
     try:
         return wait_for(what, attempt, CHANGE_TIMEOUT_S, interval_s=0.5)
     except AssertionError as exc:
-        raise AssertionError(f"{exc}; last answer {last[0].status_code} {last[0].text}" if last else str(exc)) from None
+        raise AssertionError(
+            f"{exc}; last answer {last[0].status_code} {last[0].text}" if last else str(exc)
+        ) from None
 
 
 def _wait_serving(proc: ServerProc, timeout_s: float = 30.0) -> None:
@@ -108,7 +112,9 @@ def _local_value(proc: ServerProc, key: str) -> str | None:
 
 
 @pytest.mark.parametrize("impl", ["etcdpy", "etcd"])
-def test_grow_from_one_member_to_three_then_shrink(impl: str, tmp_path: Path, started: list[ServerProc]) -> None:
+def test_grow_from_one_member_to_three_then_shrink(
+    impl: str, tmp_path: Path, started: list[ServerProc]
+) -> None:
     cmd = require_impl() if impl == "etcdpy" else [require_etcd()]
     ports = CLUSTER_PORTS.allocate(6)
     p1, p2, p3 = (ports[0], ports[1]), (ports[2], ports[3]), (ports[4], ports[5])
@@ -123,7 +129,9 @@ def test_grow_from_one_member_to_three_then_shrink(impl: str, tmp_path: Path, st
     # v2 add of a voter, then the new member joins with --initial-cluster-state existing
     r = _retry_change(
         "v2 member add",
-        lambda: httpx.post(m1.client_url + "/v2/members", json={"peerURLs": [url["m2"]]}, timeout=HTTP_TIMEOUT),
+        lambda: httpx.post(
+            m1.client_url + "/v2/members", json={"peerURLs": [url["m2"]]}, timeout=HTTP_TIMEOUT
+        ),
         ok=201,
     )
     added = r.json()
@@ -196,6 +204,17 @@ def test_grow_from_one_member_to_three_then_shrink(impl: str, tmp_path: Path, st
     )
     wait_for("m3 to apply it", lambda: _local_value(m3, "k/last") == "3" or None, 10)
 
+    # a member that joined restarts from its own data dir (no --initial-cluster needed any more)
+    m3.stop()
+    m3.spawn()
+    _wait_serving(m3)
+    assert put_v2(m3, "k/rejoined", "4").status_code == 201
+    wait_for(
+        "m1 to apply a write made through the restarted m3",
+        lambda: _local_value(m1, "k/rejoined") == "4" or None,
+        10,
+    )
+
 
 def test_join_refused_without_member_add(tmp_path: Path, started: list[ServerProc]) -> None:
     ports = CLUSTER_PORTS.allocate(4)
@@ -256,7 +275,9 @@ def test_update_peer_urls_then_restart_on_them(make_cluster: Callable[..., Clust
     follower.spawn()
     c.wait_serving(follower)
     assert put_v2(leader, "moved", "yes").status_code == 201
-    wait_for("the moved member to apply a new write", lambda: _local_value(follower, "moved") == "yes" or None, 15)
+    wait_for(
+        "the moved member to apply a new write", lambda: _local_value(follower, "moved") == "yes" or None, 15
+    )
 
 
 def test_removing_the_leader_elects_another(make_cluster: Callable[..., Cluster]) -> None:
