@@ -164,7 +164,11 @@ async def test_dead_peer_is_reported_and_never_blocks_the_live_one() -> None:
             assert [m.index for m in live.stepped if m.type is MsgType.APP] == list(range(1, 201))
             assert [m.snapshot for m in live.stepped if m.type is MsgType.SNAP] == [snap]
             await until(
-                lambda: DEAD in node.unreachable and (DEAD, True) in node.snapshots and (LIVE, False) in node.snapshots
+                lambda: (
+                    DEAD in node.unreachable
+                    and (DEAD, True) in node.snapshots
+                    and (LIVE, False) in node.snapshots
+                )
             )
             assert LIVE not in node.unreachable
             assert t.sent_append_count == 200

@@ -108,7 +108,12 @@ def started_log(p: ServerProc) -> str:
 def test_lagging_follower_catches_up_through_a_snapshot(tmp_path: Path) -> None:
     c = Cluster(require_impl(), tmp_path / "impl")
     c.create(
-        extra=["--snapshot-count", str(SNAPSHOT_COUNT), "--experimental-snapshot-catchup-entries", str(CATCH_UP)]
+        extra=[
+            "--snapshot-count",
+            str(SNAPSHOT_COUNT),
+            "--experimental-snapshot-catchup-entries",
+            str(CATCH_UP),
+        ]
     )
     try:
         run(c)
