@@ -196,8 +196,13 @@ class CommandDecodeError(Exception):
 def encode(req_id: int, cmd: Command) -> bytes:
     tag = _TAGS[type(cmd)]
     if isinstance(cmd, _V3_TYPES):
-        return orjson.dumps([req_id, tag, _encode_v3(cmd)])
-    return orjson.dumps([req_id, tag, *astuple(cmd)])
+        out = orjson.dumps([req_id, tag, _encode_v3(cmd)])
+    else:
+        out = orjson.dumps([req_id, tag, *astuple(cmd)])
+    # orjson's result keeps its 4 KiB working buffer (its shrink does not give memory back), and
+    # log entries live until the next snapshot: an exact-size copy costs one memcpy and saves
+    # ~4 KiB per entry (400 MB at 100,000 entries).
+    return memoryview(out).tobytes()
 
 
 def decode(data: bytes) -> tuple[int, Command]:
