@@ -220,6 +220,7 @@ class EtcdServer(V3BackendMixin):
         self._tasks: list[asyncio.Task[None]] = []
         self.published = False  # True once this member's start-up writes are applied (readiness)
         self.ready = asyncio.Event()  # set with `published`: serve clients (etcd ReadyNotify)
+        self._version_lock = asyncio.Lock()
         self.request_timeout_s = 5 + 2 * cfg.election_timeout_ms / 1000
 
     # ---- Backend protocol ------------------------------------------------------------------
@@ -358,17 +359,18 @@ class EtcdServer(V3BackendMixin):
             new_member_id(tuple(peer_urls)),
             tuple(peer_urls),
         )
-        validate(self.v2, change)
+        # etcd checks the quorum rules first; the change itself is validated as it applies
         if self.cfg.strict_reconfig_check:
             check_add(self.members(), self._peer_health()[1], is_learner)
+        validate(self.v2, change)
         await self._change_membership(change)
         return MemberInfo(change.member_id, "", change.peer_urls, (), is_learner)
 
     async def remove_member(self, member_id: int) -> None:
         change = MemberChange(MemberOp.REMOVE, member_id)
-        validate(self.v2, change)
         if self.cfg.strict_reconfig_check:
             check_remove(self.members(), *self._peer_health(), member_id, self._id)
+        validate(self.v2, change)
         await self._change_membership(change)
 
     async def update_member(self, member_id: int, peer_urls: list[str]) -> None:
@@ -567,9 +569,12 @@ class EtcdServer(V3BackendMixin):
                 await publisher
 
     async def _leader_internal_writes(self) -> None:
-        voters = [m for m in self.members() if not m.is_learner]
-        if self.cluster_version() is None and voters and all(m.name for m in voters):
-            await self.propose(V2Set("/0/version", ETCD_CLUSTER_VERSION, False, None, False))
+        # Two callers (the bootstrap loop and the publisher) may get here at once: the lock and
+        # the re-check keep it to one version write, as etcd writes it once.
+        async with self._version_lock:
+            voters = [m for m in self.members() if not m.is_learner]
+            if self.cluster_version() is None and voters and all(m.name for m in voters):
+                await self.propose(V2Set("/0/version", ETCD_CLUSTER_VERSION, False, None, False))
 
     async def _publish_self(self) -> None:
         """etcd publish(): this member's name and client URLs, once per start, after it is known."""

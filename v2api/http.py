@@ -28,7 +28,8 @@ NOSNIFF = (b"x-content-type-options", b"nosniff")
 async def respond(
     send: Send, status: int, headers: Headers, body: bytes, *, head: bool = False, chunk_big: bool = True
 ) -> None:
-    if not chunk_big or len(body) <= GO_CHUNK_THRESHOLD:
+    # Go's net/http sends no Content-Length on a 204 or 304 (they never have a body)
+    if status not in (204, 304) and (not chunk_big or len(body) <= GO_CHUNK_THRESHOLD):
         headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else body})

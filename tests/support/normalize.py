@@ -28,12 +28,19 @@ v3 gateway answers use the same machinery: ``cluster_id``/``member_id``/``raft_t
 revisions are compared literally (deterministic for a fresh server and a fixed op order);
 v3lock/v3election keys (``<name>/<lease ID hex>``) are masked; LeaseTimeToLive ``keys`` and
 LeaseLeases ``leases`` are sorted (Go map order).
+
+Cluster transcripts (tests/diff/test_golden_cluster.py) use a context built by ``learn_ids``:
+member and cluster IDs are then named after the member they denote (``<id:peer1>``) instead of
+being masked by field name, and member lists are checked for etcd's ascending-ID order, then
+compared sorted (runtime-added members have clock-based IDs).  Single-server contexts have no
+``ids`` and are unaffected.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import math
 import re
@@ -150,6 +157,9 @@ class NormContext:
     """Per-server substitutions: its URLs differ between runs (different ports)."""
 
     urls: dict[str, str] = field(default_factory=dict)  # literal -> placeholder
+    # Cluster transcripts only (see ``learn_ids``): member / cluster ID literal, in its decimal
+    # (v3) and hex (v2) spelling -> placeholder.  Empty for single-server contexts.
+    ids: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def for_server(cls, client_urls: Iterable[str], peer_urls: Iterable[str] = ()) -> NormContext:
@@ -167,8 +177,23 @@ class NormContext:
         for lit in sorted(self.urls, key=len, reverse=True):
             if lit in s:
                 s = s.replace(lit, self.urls[lit])
+        if self.ids:
+            s = _ID_TOKEN.sub(lambda m: self.ids.get(m.group(0), m.group(0)), s)
         return s
 
+    def with_urls(self, extra: Mapping[str, str]) -> NormContext:
+        """A copy that also replaces the literal URLs of ``extra`` (url -> tag) by ``<tag-url>``."""
+        urls = dict(self.urls)
+        for u, tag in extra.items():
+            urls[u] = f"<{tag}-url>"
+            hostport = urllib.parse.urlsplit(u).netloc
+            if hostport:
+                urls[hostport] = f"<{tag}-hostport>"
+        return NormContext(urls, dict(self.ids))
+
+
+# a member / cluster ID as a whole token: hex (v2, up to 16 digits) or decimal (v3, up to 20)
+_ID_TOKEN = re.compile(r"(?<![0-9A-Za-z])[0-9a-f]{1,20}(?![0-9A-Za-z])")
 
 # golden files were recorded with these ports (see golden/README.md)
 GOLDEN_SINGLE = NormContext.for_server(["http://127.0.0.1:42379"], ["http://127.0.0.1:42380"])
@@ -281,7 +306,9 @@ def mask_json(v: JSON, ctx: NormContext, req: RequestFacts, name: str = "") -> J
     if isinstance(v, dict):
         out: dict[str, JSON] = {}
         for k, x in v.items():
-            if k in VOLATILE_FIELDS:
+            if k in VOLATILE_FIELDS and isinstance(x, str) and x in ctx.ids:
+                out[k] = ctx.ids[x]  # a known member / cluster: which one it is must match
+            elif k in VOLATILE_FIELDS:
                 out[k] = mask_json(x, ctx, req, k) if isinstance(x, dict | list) else _mask_scalar(k, x)
             elif k == "key" and isinstance(x, str) and req.lease_derived_keys:
                 out[k] = mask_lease_derived_key(x)
@@ -296,6 +323,8 @@ def mask_json(v: JSON, ctx: NormContext, req: RequestFacts, name: str = "") -> J
             items.sort(key=json.dumps)  # /v3/lease/leases order is random too
         elif name == "keys" and req.unordered_lease_keys:
             items.sort(key=json.dumps)  # LeaseTimeToLive keys come from a Go map
+        elif name == "members" and ctx.ids:
+            items = _member_list(v, items)
         return items
     if isinstance(v, str):
         if _TIMESTAMP.match(v):
@@ -304,8 +333,11 @@ def mask_json(v: JSON, ctx: NormContext, req: RequestFacts, name: str = "") -> J
     return v
 
 
-def _mask_stats(path: str, v: JSON) -> JSON:
-    """/v2/stats/*: counters, latencies and member ids are internal traffic / identity."""
+def _mask_stats(path: str, v: JSON, ids: Mapping[str, str] | None = None) -> JSON:
+    """/v2/stats/*: counters, latencies and member ids are internal traffic / identity.
+
+    With ``ids`` (a cluster context) a follower known by its ID is named by its placeholder.
+    """
     if not isinstance(v, dict):
         return v
     if path.endswith("/stats/store"):
@@ -314,9 +346,92 @@ def _mask_stats(path: str, v: JSON) -> JSON:
         fol = v["followers"]
         masked = {}
         for i, k in enumerate(sorted(fol)):
-            masked[f"<member{i + 1}>"] = _mask_numbers(fol[k])
+            masked[(ids or {}).get(k, f"<member{i + 1}>")] = _mask_numbers(fol[k])
         return {**v, "followers": masked}
     return v
+
+
+def _member_id(m: JSON) -> int | None:
+    """The ID of a member object: v3 ``ID`` (decimal string) or v2 ``id`` (hex)."""
+    if not isinstance(m, dict):
+        return None
+    try:
+        if isinstance(m.get("ID"), str):
+            return int(m["ID"], 10)
+        if isinstance(m.get("id"), str):
+            return int(m["id"], 16)
+    except ValueError:
+        return None
+    return None
+
+
+UNSORTED_MEMBERS = "<members not in ascending ID order>"
+
+
+def _member_list(raw: list[JSON], masked: list[JSON]) -> list[JSON]:
+    """A member list of a cluster transcript (v2 /v2/members, v3 member list/add/remove/update).
+
+    etcd lists members in ascending ID order (``membership.MembersByID``).  IDs of members added
+    at runtime are time-based, so where such a member lands in the list is volatile; the rule is
+    not.  The rule is checked on the raw list (a violation adds the ``UNSORTED_MEMBERS`` marker,
+    which no etcd answer has), then the entries are compared sorted by their masked form.
+    """
+    ids = [_member_id(m) for m in raw]
+    known = [i for i in ids if i is not None]
+    out = sorted(masked, key=json.dumps)
+    if len(known) != len(ids) or known != sorted(known):
+        out.append(UNSORTED_MEMBERS)
+    return out
+
+
+def _id_tag(url: str, ctx: NormContext) -> str:
+    sub = ctx.sub(url)
+    m = re.fullmatch(r"<(.+)-url>", sub)
+    return f"<id:{m.group(1) if m else sub}>"
+
+
+def _walk_dicts(v: JSON) -> Iterable[dict[str, JSON]]:
+    if isinstance(v, dict):
+        yield v
+        for x in v.values():
+            yield from _walk_dicts(x)
+    elif isinstance(v, list):
+        for x in v:
+            yield from _walk_dicts(x)
+
+
+def learn_ids(records: Iterable[Mapping[str, Any]], ctx: NormContext) -> NormContext:
+    """A copy of ``ctx`` that names the member and cluster IDs of a cluster transcript.
+
+    Member IDs derive from peer URLs and the cluster token, or from the clock for members added
+    at runtime, so their values differ between any two clusters; which member an ID denotes must
+    not.  Every member object (an ``ID``/``id`` with ``peerURLs``) in ``records`` (in order)
+    names its ID after the member's first peer URL as ``ctx`` masks it: ``<id:peer1>`` for the
+    member with ``<peer1-url>``, ``<id:spare2>`` for a member added with ``<spare2-url>`` (a later
+    URL update keeps the name).  ``cluster_id`` / ``X-Etcd-Cluster-Id`` become ``<cluster-id>``.
+    Both spellings are learnt: decimal (v3 JSON) and lower-case hex (v2 JSON, paths, messages).
+    """
+    ids: dict[str, str] = dict(ctx.ids)
+
+    def learn(n: int, tag: str) -> None:
+        ids.setdefault(str(n), tag)
+        ids.setdefault(format(n, "x"), tag)
+
+    for rec in records:
+        resp = rec.get("response") or {}
+        for k, hv in resp.get("headers") or []:
+            if k.lower() == "x-etcd-cluster-id":
+                with contextlib.suppress(ValueError):
+                    learn(int(hv, 16), "<cluster-id>")
+        for d in _walk_dicts([resp.get("json"), resp.get("lines")]):
+            cid = d.get("cluster_id")
+            if isinstance(cid, str) and cid.isdigit():
+                learn(int(cid), "<cluster-id>")
+            n = _member_id(d)
+            urls = d.get("peerURLs")
+            if n is not None and isinstance(urls, list) and urls and isinstance(urls[0], str):
+                learn(n, _id_tag(urls[0], ctx))
+    return NormContext(dict(ctx.urls), ids)
 
 
 def _mask_numbers(v: JSON) -> JSON:
@@ -344,7 +459,7 @@ def normalize_body(text: str, ctx: NormContext, req: RequestFacts, truncated: bo
         nl = text.endswith("\n")
         ok, v = _parse_canonical(text[:-1] if nl else text)
         if ok:
-            return ("json+nl" if nl else "json"), mask_json(_mask_stats(req.path, v), ctx, req)
+            return ("json+nl" if nl else "json"), mask_json(_mask_stats(req.path, v, ctx.ids), ctx, req)
         # one canonical JSON value per line (watch streams)
         parts = text.split("\n")
         tail_nl = parts[-1] == ""
