@@ -118,14 +118,23 @@ def node_obj(n: NodeView) -> dict[str, Any]:
     return o
 
 
+# One write wakes every watcher of its key, and each renders the same Event in turn: keep the
+# last rendering, so a fan-out to N watchers serialises the event once (events are immutable).
+_last_event: list[tuple[Event, bytes]] = []
+
+
 def event_json(e: Event, no_value: bool = False) -> bytes:
     """The event body with its trailing newline (etcd writes it with json.Encoder)."""
     if no_value:
         return go_json({"action": e.action}) + b"\n"
+    if _last_event and _last_event[0][0] is e:
+        return _last_event[0][1]
     o: dict[str, Any] = {"action": e.action, "node": node_obj(e.node)}
     if e.prev_node is not None:
         o["prevNode"] = node_obj(e.prev_node)
-    return go_json(o) + b"\n"
+    out = go_json(o) + b"\n"
+    _last_event[:] = [(e, out)]
+    return out
 
 
 def error_json(code: int, cause: str, index: int) -> bytes:
