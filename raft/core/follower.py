@@ -39,7 +39,7 @@ def step_candidate(r: Raft, m: Message) -> None:
     if t is MsgType.PROP:
         raise ProposalDropped(f"{r.id:x} no leader at term {r.term}; dropping proposal")
     if t is MsgType.READ_INDEX:
-        if m.frm in (NONE, r.id):
+        if m.frm == NONE:  # local only: see step_follower
             raise ProposalDropped(f"{r.id:x} no leader at term {r.term}; dropping index reading msg")
         return
     if t is MsgType.APP:
@@ -114,7 +114,10 @@ def step_follower(r: Raft, m: Message) -> None:
             _log.info("%x received MsgTimeoutNow from %x but is not promotable", r.id, m.frm)
     elif t is MsgType.READ_INDEX:
         if r.lead == NONE:
-            if m.frm in (NONE, r.id):
+            # Only RawNode.read_index sends without a sender.  Our own request can also come
+            # back from the network (forwarded to a leader that stepped down and forwarded it
+            # to us); raising then would throw out of RawNode.step.  Drop it: the caller retries.
+            if m.frm == NONE:
                 raise ProposalDropped(f"{r.id:x} no leader at term {r.term}; dropping index reading msg")
             return
         r.send(replace(m, to=r.lead, term=0))

@@ -1,9 +1,13 @@
 """SimNet: RawNodes wired by a simulated network, for deterministic fault-injection tests.
 
 All randomness comes from one seed; nothing sleeps and nothing reads a clock.
-The network can reorder, drop and duplicate messages, partition nodes, and
-crash/restart them; a crashed node keeps only what its driver persisted
+The network can reorder, drop, delay and duplicate messages, partition nodes,
+and crash/restart them; a crashed node keeps only what its driver persisted
 (MemoryStorage plus the last snapshot of its state machine).
+
+Each node also runs a tiny replicated KV (get/put/delete/cas, one command per
+entry, each with a request id) and `KvClients` drives simulated clients against
+it, recording a history for the linearizability checker.
 
 The driver here follows the contract in raft/core/rawnode.py: persist the
 Ready's snapshot, entries and hard state, then send its messages, then apply.
@@ -15,6 +19,7 @@ Must not import anything from the app, store or API packages.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +29,8 @@ from raft.core.raft import Raft
 from raft.core.rawnode import Config, RawNode, Ready
 from raft.core.storage import MemoryStorage
 from raft.core.types import ConfState, Entry, EntryType, Message, MsgType, ReadState, StateType
+from tests.support.history import Handle, HistoryRecorder, Operation
+from tests.support.linearizability import KvInput, KvOutput
 
 
 def new_node(
@@ -93,6 +100,52 @@ def decode_state(data: bytes) -> list[tuple[int, int, bytes]]:
     return out
 
 
+# -- the replicated KV state machine ---------------------------------------------------
+
+_KV_PREFIX = b"kv "
+_ABSENT = "~"  # stands for None in the text encoding; never a key or value
+
+
+def encode_kv(req: int, inp: KvInput) -> bytes:
+    """Entry data for a KV command: `kv <req> <op> <key> <value|~> <expected|~>` (no spaces in tokens)."""
+    fields = (inp.op, inp.key, inp.value or _ABSENT, inp.expected or _ABSENT)
+    return _KV_PREFIX + b"%d %s" % (req, " ".join(fields).encode())
+
+
+def decode_kv(data: bytes) -> tuple[int, KvInput] | None:
+    """The request id and command in `data`, or None if it is not a KV command."""
+    if not data.startswith(_KV_PREFIX):
+        return None
+    req, op, key, value, expected = data[len(_KV_PREFIX) :].decode().split(" ")
+    if op not in ("get", "put", "delete", "cas"):
+        raise ValueError(f"bad KV command {data!r}")
+    return int(req), KvInput(
+        op,  # type: ignore[arg-type]  # checked just above
+        key,
+        None if value == _ABSENT else value,
+        None if expected == _ABSENT else expected,
+    )
+
+
+def apply_kv(kv: dict[str, str], inp: KvInput) -> KvOutput:
+    """Apply one command to `kv` in place; the answer a client waiting on it gets."""
+    cur = kv.get(inp.key)
+    if inp.op == "get":
+        return KvOutput(True, cur)
+    if inp.op == "put":
+        assert inp.value is not None
+        kv[inp.key] = inp.value
+        return KvOutput()
+    if inp.op == "delete":
+        kv.pop(inp.key, None)
+        return KvOutput(cur is not None)
+    swapped = cur == inp.expected
+    if swapped:
+        assert inp.value is not None
+        kv[inp.key] = inp.value
+    return KvOutput(swapped, cur)
+
+
 class SafetyViolation(AssertionError):
     pass
 
@@ -111,10 +164,28 @@ class SimNode:
     read_states: list[ReadState] = field(default_factory=list)
     # Bootstrap voters given to Config.peers (empty for a member added later).
     peers: tuple[int, ...] | None = None
+    # The KV state machine, derived from `state`, and each applied request's answer.
+    kv: dict[str, str] = field(default_factory=dict)
+    kv_results: dict[int, KvOutput] = field(default_factory=dict)
+    # Bumped by every crash: a client connected before it has lost its connection.
+    incarnation: int = 0
+
+    def rebuild_kv(self) -> None:
+        """Recompute the KV from `state` (after a snapshot restore or a restart)."""
+        self.kv = {}
+        self.kv_results = {}
+        for _i, _t, data in self.state:
+            self.apply_data(data)
+
+    def apply_data(self, data: bytes) -> None:
+        """Apply one entry's data to the KV, if it holds a KV command."""
+        cmd = decode_kv(data)
+        if cmd is not None:
+            self.kv_results[cmd[0]] = apply_kv(self.kv, cmd[1])
 
 
 class SimNet:
-    """RawNodes wired by an in-memory network.  Reorders, drops, duplicates, partitions."""
+    """RawNodes wired by an in-memory network.  Reorders, drops, delays, duplicates, partitions."""
 
     def __init__(
         self,
@@ -156,6 +227,13 @@ class SimNet:
         self.blocked: set[tuple[int, int]] = set()
         self.drop_rate = 0.0
         self.dup_rate = 0.0
+        # A delayed message is held back for 1..max_delay steps of `now`, so that it
+        # may arrive after elections, crashes and heals that happened meanwhile.
+        self.delay_rate = 0.0
+        self.max_delay = 200
+        self.delayed: list[tuple[int, Message]] = []
+        # Logical time: one step per delivery attempt or tick.
+        self.now = 0
         # Safety bookkeeping.
         self.leaders_by_term: dict[int, set[int]] = {}
         self.applied_by_index: dict[int, tuple[int, bytes]] = {}
@@ -251,6 +329,7 @@ class SimNet:
                 node.conf_state = rn.apply_conf_change(voters_remove=(target,))
         elif e.data:
             node.state.append((e.index, e.term, e.data))
+            node.apply_data(e.data)
 
     def _restore_state(self, node: SimNode, data: bytes, index: int) -> None:
         state = decode_state(data)
@@ -260,6 +339,7 @@ class SimNet:
                 raise self.fail(f"node {node.id} restored ({t}, {d!r}) at {i}, another node applied {seen}")
         node.state = state
         node.applied_index = index
+        node.rebuild_kv()
 
     def _maybe_snapshot(self, node: SimNode) -> None:
         if not self.snapshot_every:
@@ -273,6 +353,7 @@ class SimNet:
 
     def tick(self, i: int, n: int = 1) -> None:
         for _ in range(n):
+            self.now += 1
             rn = self.nodes[i].rn
             if rn is None:
                 return
@@ -320,10 +401,16 @@ class SimNet:
 
     def deliver_one(self) -> bool:
         """Deliver (or drop) one in-flight message; False if none was in flight."""
+        self.now += 1
+        if self.delayed:
+            self._release_delayed()
         if not self.inflight:
             return False
         idx = self.rng.randrange(len(self.inflight)) if self.reorder else 0
         msg = self.inflight.pop(idx)
+        if self.delay_rate > 0 and self.rng.random() < self.delay_rate:
+            self.delayed.append((self.now + 1 + self.rng.randrange(self.max_delay), msg))
+            return True
         dropped = (
             (msg.frm, msg.to) in self.blocked
             or self.nodes[msg.to].rn is None
@@ -343,6 +430,17 @@ class SimNet:
         self.rn(msg.to).step(msg)
         self.process_ready(msg.to)
         return True
+
+    def _release_delayed(self) -> None:
+        due = [m for t, m in self.delayed if t <= self.now]
+        if not due and not self.inflight:
+            # Nothing else is in flight: skip ahead to the next delayed arrival.
+            first = min(t for t, _ in self.delayed)
+            due = [m for t, m in self.delayed if t == first]
+            self.delayed = [(t, m) for t, m in self.delayed if t != first]
+        else:
+            self.delayed = [(t, m) for t, m in self.delayed if t > self.now]
+        self.inflight.extend(due)
 
     def stabilize(self, max_msgs: int = 100_000) -> None:
         """Deliver until nothing is in flight (no ticks)."""
@@ -375,6 +473,7 @@ class SimNet:
         node = self.nodes[i]
         node.rn = None
         node.read_states = []
+        node.incarnation += 1
 
     def restart(self, i: int) -> None:
         node = self.nodes[i]
@@ -382,6 +481,7 @@ class SimNet:
         # The state machine is rebuilt from the snapshot; later committed entries are re-applied.
         node.state = decode_state(snap.data)
         node.applied_index = snap.meta.index
+        node.rebuild_kv()
         peers = tuple(self.ids) if node.peers is None else node.peers
         learners = self.learners if node.peers is None else ()
         node.conf_state = snap.meta.conf_state if not snap.is_empty else ConfState(peers, learners)
@@ -452,3 +552,207 @@ class SimNet:
                         raise self.fail(
                             f"node {i} committed {e} but {self.applied_by_index[idx]} was applied"
                         )
+
+    def check_state_machines(self) -> None:
+        """Every live node's KV equals the committed log replayed up to its applied index."""
+        for i in self.alive():
+            node = self.nodes[i]
+            expected: dict[str, str] = {}
+            for idx in range(1, node.applied_index + 1):
+                # Indexes known only as empty entries (leader no-ops) are absent: nothing to apply.
+                seen = self.applied_by_index.get(idx)
+                cmd = decode_kv(seen[1]) if seen is not None else None
+                if cmd is not None:
+                    apply_kv(expected, cmd[1])
+            if node.kv != expected:
+                raise self.fail(f"node {i} KV at {node.applied_index} is {node.kv}, the log says {expected}")
+
+
+# -- simulated clients ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Pending:
+    handle: Handle
+    client: int
+    node: int
+    incarnation: int
+    req: int
+    input: KvInput
+    deadline: int
+    via_read_index: bool
+    read_index: int | None = None  # from the ReadState, once it arrived
+
+
+class KvClients:
+    """Clients of the replicated KV on a SimNet, one outstanding operation each.
+
+    A client sends each operation to the node it believes is the leader (to any node
+    with probability 1 - `stickiness`) and follows one leader hint when refused.  It
+    learns the outcome only from the node it sent to: the answer of its applied entry,
+    or for a ReadIndex read the local KV once that node has applied up to the read
+    index.  After `timeout` steps of `net.now`, or when that node crashes, the outcome
+    is unknown; a refusal (not leader, no leader, node down) means it did not take
+    effect, and the operation is discarded.
+
+    The history is recorded on a clock that ticks at every call and return, so it
+    orders them exactly as the simulation did.
+
+    `local_leader_reads` is deliberately unsafe: a node that believes it is leader
+    answers a get from its own KV at once, without ReadIndex (a stale leader serves
+    stale data).  It exists to show that the checker catches it.
+    """
+
+    def __init__(
+        self,
+        net: SimNet,
+        rng: random.Random,
+        *,
+        clients: int = 3,
+        keys: Sequence[str] = ("x", "y", "z"),
+        timeout: int = 300,
+        read_index_share: float = 0.5,
+        stickiness: float = 0.8,
+        local_leader_reads: bool = False,
+    ) -> None:
+        self.net = net
+        self.rng = rng
+        self.keys = tuple(keys)
+        self.timeout = timeout
+        self.read_index_share = read_index_share
+        self.stickiness = stickiness
+        self.local_leader_reads = local_leader_reads
+        clock = itertools.count()
+        self.recorder = HistoryRecorder(clock=lambda: next(clock))
+        self.guess = [rng.choice(net.ids) for _ in range(clients)]
+        self.pending: dict[int, _Pending] = {}
+        # The last value each client saw per key: what its next cas expects.
+        self.seen: dict[tuple[int, str], str | None] = {}
+        self.stats: dict[str, int] = {}
+        self._reqs = itertools.count(1)
+
+    @property
+    def clients(self) -> int:
+        return len(self.guess)
+
+    def history(self) -> list[Operation]:
+        return self.recorder.history()
+
+    def _count(self, what: str) -> None:
+        self.stats[what] = self.stats.get(what, 0) + 1
+
+    # -- starting operations -----------------------------------------------------------
+
+    def start_random(self) -> None:
+        """A random idle client starts a random operation (nothing if all are busy)."""
+        idle = [c for c in range(self.clients) if c not in self.pending]
+        if idle:
+            client = self.rng.choice(idle)
+            self.start(client, self._random_input(client))
+
+    def _random_input(self, client: int) -> KvInput:
+        key = self.rng.choice(self.keys)
+        kind = self.rng.random()
+        # Distinct values make a wrong read stand out (and keep the search small).
+        value = f"c{client}.{next(self._reqs)}"
+        if kind < 0.4:
+            return KvInput("get", key)
+        if kind < 0.7:
+            return KvInput("put", key, value)
+        if kind < 0.9:
+            return KvInput("cas", key, value, self.seen.get((client, key)))
+        return KvInput("delete", key)
+
+    def start(self, client: int, inp: KvInput, *, via_read_index: bool | None = None) -> None:
+        if client in self.pending:
+            raise ValueError(f"client {client} already has an operation in flight")
+        if via_read_index is None:
+            via_read_index = inp.op == "get" and self.rng.random() < self.read_index_share
+        req = next(self._reqs)
+        target = self.guess[client] if self.rng.random() < self.stickiness else self.rng.choice(self.net.ids)
+        handle = self.recorder.invoke(client, inp)
+        for _ in range(2):
+            self.guess[client] = target
+            node = self.net.nodes[target]
+            rn = node.rn
+            if rn is None:
+                break  # connection refused
+            try:
+                if self.local_leader_reads and inp.op == "get":
+                    if rn.raft.state is not StateType.LEADER:
+                        # Refused like a proposal would be, so the client finds the leader.
+                        raise NotLeader(rn.raft.lead) if rn.raft.lead else ProposalDropped()
+                    self._done(handle, client, inp, KvOutput(True, node.kv.get(inp.key)), "local-read")
+                    return
+                if via_read_index:
+                    rn.read_index(b"r%d" % req)
+                else:
+                    rn.propose(encode_kv(req, inp))
+            except NotLeader as e:
+                target = e.leader_hint
+                continue
+            except ProposalDropped:
+                break
+            self.pending[client] = _Pending(
+                handle,
+                client,
+                target,
+                node.incarnation,
+                req,
+                inp,
+                self.net.now + self.timeout,
+                via_read_index,
+            )
+            self.net.process_ready(target)
+            return
+        self.recorder.discard(handle)
+        self._count("refused")
+        self.guess[client] = self.rng.choice(self.net.ids)
+
+    # -- learning outcomes ---------------------------------------------------------------
+
+    def poll(self) -> None:
+        """Complete or time out the operations in flight; call after every simulation step."""
+        for p in list(self.pending.values()):
+            node = self.net.nodes[p.node]
+            if node.rn is None or node.incarnation != p.incarnation:
+                self._give_up(p, "lost")
+                continue
+            if p.via_read_index:
+                if p.read_index is None:
+                    ctx = b"r%d" % p.req
+                    p.read_index = next((rs.index for rs in node.read_states if rs.ctx == ctx), None)
+                if p.read_index is not None and node.applied_index >= p.read_index:
+                    del self.pending[p.client]
+                    self._done(
+                        p.handle, p.client, p.input, KvOutput(True, node.kv.get(p.input.key)), "read-index"
+                    )
+                    continue
+            elif (out := node.kv_results.get(p.req)) is not None:
+                del self.pending[p.client]
+                self._done(p.handle, p.client, p.input, out, p.input.op)
+                continue
+            if self.net.now >= p.deadline:
+                self._give_up(p, "timeout")
+        for node in self.net.nodes.values():
+            # Every ReadState a pending read waits for was picked up above.
+            if node.read_states:
+                node.read_states = []
+
+    def _done(self, handle: Handle, client: int, inp: KvInput, out: KvOutput, what: str) -> None:
+        self.recorder.ok(handle, out)
+        self._count(what)
+        if inp.op == "put" or (inp.op == "cas" and out.ok):
+            self.seen[client, inp.key] = inp.value
+        elif inp.op == "delete":
+            self.seen[client, inp.key] = None
+        elif isinstance(out.value, str) or out.value is None:
+            # A get, or a failed cas: both report the value they saw.
+            self.seen[client, inp.key] = out.value
+
+    def _give_up(self, p: _Pending, why: str) -> None:
+        del self.pending[p.client]
+        self.recorder.unknown(p.handle)
+        self._count(why)
+        # A real client would try another node next time.
+        self.guess[p.client] = self.rng.choice(self.net.ids)
