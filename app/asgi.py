@@ -131,7 +131,8 @@ class ClientApp:
         if scope["type"] != "http":
             return
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-        if _BAD_ESCAPE.search(raw_path.split(b"?", 1)[0]):
+        has_escape = b"%" in raw_path
+        if has_escape and _BAD_ESCAPE.search(raw_path.split(b"?", 1)[0]):
             # Go's server rejects the request line before any handler (or CORS) runs.
             await send(
                 {
@@ -157,8 +158,11 @@ class ClientApp:
             await respond(send, 200, [], b"")
             return
         # Decode the path ourselves: Go keeps invalid UTF-8 bytes distinct, uvicorn would fold them.
-        path = go_unescape(raw_path.split(b"?", 1)[0].decode("utf-8", "surrogateescape"), plus_is_space=False)
-        cleaned = go_clean_path(path)
+        path = raw_path.split(b"?", 1)[0].decode("utf-8", "surrogateescape")
+        if has_escape:
+            path = go_unescape(path, plus_is_space=False)
+        # Cleaning changes only paths with empty, "." or ".." segments (the common path has none)
+        cleaned = go_clean_path(path) if ("//" in path or "/." in path or not path.startswith("/")) else path
         if cleaned != path:
             await self._redirect(scope, send, cleaned)
             return

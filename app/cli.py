@@ -22,6 +22,7 @@ flag list to stdout and exits 0; --version prints to stdout and exits 0.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import sys
@@ -731,6 +732,11 @@ def error_text(exc: ConfigError) -> tuple[int, str]:
     return 1, text
 
 
+# The client port's HTTP server (etcdpy's own choice, not an etcd flag): app.httpserver, or
+# uvicorn (kept working and selectable: ETCDPY_HTTP_SERVER=uvicorn).
+HTTP_SERVERS = ("lean", "uvicorn")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The `etcdpy` / `python -m app` entry point: parse, then run the server."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -748,6 +754,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code, text = error_text(exc)
         sys.stderr.write(text)
         return code
+    http_server = os.environ.get("ETCDPY_HTTP_SERVER", "lean")
+    if http_server not in HTTP_SERVERS:
+        sys.stderr.write(f"etcdpy: ETCDPY_HTTP_SERVER={http_server!r}: expected one of {', '.join(HTTP_SERVERS)}\n")
+        return 1
+    cfg = dataclasses.replace(cfg, http_server=http_server)
     from app.faults import FAULTS
     from app.server import run  # imported late: parsing and --help must not need the server stack
 

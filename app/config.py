@@ -101,6 +101,8 @@ class Config:
     force_new_cluster: bool = False
     unsafe_no_fsync: bool = False
     unsafe_test_faults: bool = False  # not an etcd flag: enables app/faults.py for process tests
+    # not an etcd flag: the client port's HTTP server, from ETCDPY_HTTP_SERVER ("lean": app.httpserver)
+    http_server: str = "lean"
     # where the settings came from ("" = flags and environment)
     config_file: str = field(default="", compare=False)
 

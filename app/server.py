@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import os
@@ -30,6 +31,7 @@ import uvicorn
 
 from app.compactor import Compactor
 from app.config import Config
+from app.httpserver import serve_asgi
 from app.membership import (
     HEALTH_INTERVAL_S,
     LEARNER_READY_PERCENT,
@@ -257,9 +259,10 @@ class EtcdServer(V3BackendMixin):
         try:
             deadline = time.monotonic() + self.request_timeout_s
             await self._propose_or_forward(data, deadline, conf=conf)
-            timeout_s = max(0.0, deadline - time.monotonic())
             try:
-                return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+                # the waiter is this request's own: cancelling it on timeout harms nobody
+                async with asyncio.timeout_at(asyncio.get_running_loop().time() + deadline - time.monotonic()):
+                    return await fut
             except TimeoutError:
                 raise RequestTimeout() from None
         finally:
@@ -728,19 +731,26 @@ async def serve(cfg: Config) -> int:
     ready_task = loop.create_task(server.ready.wait())
     await asyncio.wait({ready_task, *ends}, return_when=asyncio.FIRST_COMPLETED)
     ready_task.cancel()
+    http_stop = asyncio.Event()
     if not stop.is_set() and not server.removed.is_set():
         app = ClientApp(server, cors=cfg.cors, enable_v2=cfg.enable_v2, client_urls=cfg.advertise_client_urls)
-        userver = _QuietServer(_uvicorn_config(app, keep_alive_s=30))
-        serve_task = loop.create_task(userver.serve(sockets=socks))
-        log.info("etcdpy serving client requests on %s", ", ".join(cfg.listen_client_urls))
+        if cfg.http_server == "uvicorn":
+            userver = _QuietServer(_uvicorn_config(app, keep_alive_s=30))
+            serve_task = loop.create_task(userver.serve(sockets=socks))
+        else:
+            serve_task = loop.create_task(serve_asgi(app, socks, keep_alive_s=30, stop=http_stop, graceful_s=1))
+        log.info("etcdpy serving client requests on %s (%s)", ", ".join(cfg.listen_client_urls), cfg.http_server)
+        _tune_gc()
         await asyncio.wait({serve_task, *ends}, return_when=asyncio.FIRST_COMPLETED)
     if stop.is_set() and not server.removed.is_set():
         await server.hand_off_leadership()
     # Watches never end on their own: close them so the graceful shutdown can finish.
     server.close_watchers()
     server.close_v3_streams()
-    if userver is not None and serve_task is not None:
-        userver.should_exit = True
+    if serve_task is not None:
+        if userver is not None:
+            userver.should_exit = True
+        http_stop.set()
         with contextlib.suppress(Exception):
             await serve_task
     await server.stop()
@@ -750,6 +760,18 @@ async def serve(cfg: Config) -> int:
     for t in ends:
         t.cancel()
     return 0
+
+
+def _tune_gc() -> None:
+    """Once serving: freeze what start-up made and collect young objects less often.
+
+    Requests make few reference cycles, but the default gen-0 threshold (700) runs the
+    collector every few requests and full collections walk the whole store (50-80 ms pauses
+    measured at 100k keys); frozen objects are skipped by every collection.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _uvicorn_config(app: Any, *, keep_alive_s: int) -> uvicorn.Config:
@@ -765,6 +787,7 @@ def _uvicorn_config(app: Any, *, keep_alive_s: int) -> uvicorn.Config:
         timeout_keep_alive=keep_alive_s,
         timeout_graceful_shutdown=1,
         backlog=2048,
+        proxy_headers=False,  # etcd trusts no X-Forwarded-* header; skips a middleware per request
     )
 
 

@@ -106,7 +106,21 @@ def _consume_token(v: str) -> tuple[str, str]:
     return v[:i], v[i:]
 
 
+_MEDIA_CACHE: dict[str, tuple[str, str | None]] = {}
+_MEDIA_CACHE_MAX = 256  # clients send a handful of distinct Content-Types; bound it anyway
+
+
 def parse_media_type(v: str) -> tuple[str, str | None]:
+    """Go mime.ParseMediaType's verdict (cached: the parse walks the header byte by byte)."""
+    hit = _MEDIA_CACHE.get(v)
+    if hit is None:
+        hit = _parse_media_type(v)
+        if len(_MEDIA_CACHE) < _MEDIA_CACHE_MAX:
+            _MEDIA_CACHE[v] = hit
+    return hit
+
+
+def _parse_media_type(v: str) -> tuple[str, str | None]:
     """Go mime.ParseMediaType, reduced to (media type, first error message or None)."""
     base = v.split(";", 1)[0]
     mediatype = base.strip().lower()

@@ -1,0 +1,778 @@
+"""A lean HTTP/1.1 server for one ASGI app: an asyncio Protocol per connection, httptools parsing.
+
+It speaks the subset of ASGI 3 `http` that etcdpy's apps use, with uvicorn's observable rules:
+- framing: the app's content-length, else chunked for HTTP/1.1 (close-delimited for HTTP/1.0);
+  HEAD, 204 and 304 never carry a body; a `date` header first; header names written lower-case;
+- keep-alive unless the request (HTTP/1.0, `Connection: close`) or the response (`connection:
+  close`) says otherwise; pipelined requests are answered one at a time, in order;
+- `receive()` gives the body, then blocks until the client goes away (or the response is done),
+  then says `http.disconnect`; `send()` after a disconnect is dropped silently;
+- an app that fails before its response start gets a 500, after it the connection is closed.
+
+What it saves compared with uvicorn's httptools protocol (bench/http_servers.py measures it):
+- the response head and body leave in ONE write: the head of `http.response.start` waits for the
+  first body message, or goes out when the app suspends first (a long poll shows its headers at
+  once); uvicorn writes the head on its own, so each small answer costs two syscalls and segments;
+- no proxy-headers middleware, no per-request asyncio.Event, no keep-alive timer armed and
+  cancelled per response: one ticker per server closes idle connections and refreshes `date`.
+Every request runs in a Task of its own (start="task", the default), as under uvicorn. The other
+start modes run the app's first step without a Task (its own Task only once it waits): "eager"
+inside data_received, "batch" from one callback per loop turn. They saved at most ~5% CPU per
+request here and break code that needs `asyncio.current_task()` before its first suspension
+(anyio, hence httpx: a follower forwarding a write answered 500; `asyncio.timeout` in 3.11).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import http
+import logging
+import re
+import socket
+import types
+import urllib.parse
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, MutableMapping
+from email.utils import formatdate
+from typing import Any, Final, Literal, cast
+
+import httptools
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+StartMode = Literal["batch", "eager", "task"]
+
+log = logging.getLogger("etcdpy.httpserver")
+
+ASGI_INFO: Final = {"version": "3.0", "spec_version": "2.3"}
+CONTINUE_100: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+MAX_PIPELINE: Final = 16  # parsed requests queued behind the running one before reading pauses
+READ_HIGH_WATER: Final = 256 * 1024  # unread request body buffered before reading pauses
+_HEADER_NAME_BAD = re.compile(b'[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
+_HEADER_VALUE_BAD = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
+_DISCONNECT: Final = {"type": "http.disconnect"}
+
+
+def _status_line(status: int) -> bytes:
+    try:
+        phrase = http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        phrase = b""
+    return b"HTTP/1.1 %d %s\r\n" % (status, phrase)
+
+
+STATUS_LINE: Final = {status: _status_line(status) for status in range(100, 600)}
+_METHODS: Final = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
+
+
+def _plain_response(status: int, text: bytes, date_line: bytes) -> bytes:
+    return b"".join(
+        [
+            STATUS_LINE[status],
+            date_line,
+            b"content-type: text/plain; charset=utf-8\r\n",
+            b"content-length: %d\r\n" % len(text),
+            b"connection: close\r\n\r\n",
+            text,
+        ]
+    )
+
+
+@types.coroutine
+def _drive(cycle: _Cycle, coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, None]:
+    """Run, inside a Task, an app coroutine whose first step already ran and yielded `yielded`.
+
+    This is `yield from coro` for a coroutine that is already suspended: the Task sees the future
+    the coroutine waits on, and sends or throws into it exactly as if it had started it. Before
+    each suspension, a response head the app started but has not followed with a body goes out
+    (a long poll must show its headers while it waits).
+    """
+    conn = cycle.conn
+    while True:
+        if cycle.pending_head is not None:
+            cycle.flush_head()
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            conn.stepping = cycle
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration:
+                return
+            finally:
+                conn.stepping = None
+        else:
+            conn.stepping = cycle
+            try:
+                yielded = coro.send(sent)
+            except StopIteration:
+                return
+            finally:
+                conn.stepping = None
+
+
+class _ServerState:
+    """What every connection of one server shares."""
+
+    def __init__(
+        self, app: ASGIApp, *, keep_alive_s: float, max_body_bytes: int, date_header: bool, start: StartMode
+    ) -> None:
+        self.app = app
+        self.loop = asyncio.get_running_loop()
+        self.keep_alive_s = keep_alive_s
+        self.max_body_bytes = max_body_bytes
+        self.date_header = date_header
+        self.start = start
+        self.ready: list[HttpProtocol] = []  # "batch": connections with a request to start
+        self.ready_scheduled = False
+        self.connections: set[HttpProtocol] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.stopping = False
+        self.all_closed = asyncio.Event()
+        self.date_line = b""
+        self.refresh_date()
+
+    def refresh_date(self) -> None:
+        if self.date_header:
+            self.date_line = b"date: " + formatdate(usegmt=True).encode() + b"\r\n"
+
+    def tick(self, interval: float) -> None:
+        self.refresh_date()
+        for conn in list(self.connections):
+            conn.tick(interval)
+
+    def schedule(self, conn: HttpProtocol) -> None:
+        self.ready.append(conn)
+        if not self.ready_scheduled:
+            self.ready_scheduled = True
+            self.loop.call_soon(self.run_ready)
+
+    def run_ready(self) -> None:
+        ready, self.ready = self.ready, []
+        self.ready_scheduled = False
+        for conn in ready:
+            conn.run_queue()
+
+    def discard(self, conn: HttpProtocol) -> None:
+        self.connections.discard(conn)
+        if self.stopping and not self.connections:
+            self.all_closed.set()
+
+
+class _Cycle:
+    """One request and its response."""
+
+    __slots__ = (
+        "body",
+        "body_size",
+        "body_total",
+        "chunked",
+        "complete",
+        "conn",
+        "disconnected",
+        "expect_100",
+        "final_sent",
+        "head",
+        "http11",
+        "keep_alive",
+        "more_body",
+        "pending_head",
+        "remaining",
+        "scope",
+        "started",
+        "waiter",
+    )
+
+    def __init__(self, conn: HttpProtocol, scope: Scope, keep_alive: bool, expect_100: bool) -> None:
+        self.conn = conn
+        self.scope = scope
+        self.keep_alive = keep_alive
+        self.expect_100 = expect_100
+        self.http11 = scope["http_version"] == "1.1"
+        self.head = scope["method"] == "HEAD"
+        self.body: list[bytes] = []  # received, not yet handed to the app
+        self.body_size = 0
+        self.body_total = 0
+        self.more_body = True
+        self.final_sent = False  # the app has seen more_body=False
+        self.waiter: asyncio.Future[None] | None = None
+        self.disconnected = False
+        self.started = False  # http.response.start seen
+        self.complete = False  # the last body message written
+        self.pending_head: bytes | None = None  # the head, written with the first body
+        self.chunked = False
+        self.remaining = -1  # content-length still owed; -1: no content-length
+
+    # ---- from the connection -------------------------------------------------------------
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # ---- ASGI ------------------------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        conn = self.conn
+        if self.expect_100:
+            self.expect_100 = False
+            if not self.started and not conn.transport.is_closing():
+                conn.transport.write(CONTINUE_100)
+        while True:
+            if self.disconnected or self.complete:
+                return dict(_DISCONNECT)
+            if self.body_size or (not self.more_body and not self.final_sent):
+                body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+                self.body = []
+                self.body_size = 0
+                if not self.more_body:
+                    self.final_sent = True
+                conn.maybe_resume_reading()
+                return {"type": "http.request", "body": body, "more_body": self.more_body}
+            if self.final_sent and conn.eof:
+                return dict(_DISCONNECT)  # the client half-closed: nothing more will come
+            conn.maybe_resume_reading()
+            waiter = conn.state.loop.create_future()
+            self.waiter = waiter
+            try:
+                await waiter
+            finally:
+                self.waiter = None
+
+    async def send(self, message: Message) -> None:
+        conn = self.conn
+        if conn.write_paused and not self.disconnected:
+            await conn.drain()
+        if self.disconnected:
+            return
+        kind = message["type"]
+        if not self.started:
+            if kind != "http.response.start":
+                raise RuntimeError(f"Expected ASGI message 'http.response.start', but got '{kind}'.")
+            self.pending_head = self._head(message["status"], message.get("headers", ()))
+            self.started = True
+            self.expect_100 = False
+            if conn.stepping is not self:  # sent from another task: nobody flushes it later
+                self.flush_head()
+            return
+        if self.complete:
+            raise RuntimeError(f"Unexpected ASGI message '{kind}' sent, after response already completed.")
+        if kind != "http.response.body":
+            raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{kind}'.")
+        body: bytes = message.get("body", b"")
+        more: bool = message.get("more_body", False)
+        if self.head:
+            data = b""
+        elif self.chunked:
+            if body:
+                data = b"%x\r\n%b\r\n" % (len(body), body)
+                if not more:
+                    data += b"0\r\n\r\n"
+            else:
+                data = b"" if more else b"0\r\n\r\n"
+        else:
+            data = body
+            if self.remaining >= 0:
+                if len(body) > self.remaining:
+                    raise RuntimeError("Response content longer than Content-Length")
+                self.remaining -= len(body)
+        head = self.pending_head
+        transport = conn.transport
+        if head is not None:
+            self.pending_head = None
+            if len(data) <= 16384:
+                transport.write(head + data)
+            else:
+                transport.writelines((head, data))
+        elif data:
+            transport.write(data)
+        if not more:
+            if self.remaining > 0 and not self.head:
+                raise RuntimeError("Response content shorter than Content-Length")
+            self.complete = True
+            self.wake()
+            conn.response_done(self)
+
+    def flush_head(self) -> None:
+        head = self.pending_head
+        if head is not None:
+            self.pending_head = None
+            if not self.disconnected:
+                self.conn.transport.write(head)
+
+    def _head(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+        parts = [STATUS_LINE.get(status) or _status_line(status), self.conn.state.date_line]
+        lines = 2 if parts[1] else 1
+        has_close = False
+        for name, value in headers:
+            name = name.lower()
+            if name == b"content-length":
+                if not self.chunked and self.remaining < 0:
+                    self.remaining = int(value)
+            elif name == b"transfer-encoding":
+                if value.lower() == b"chunked":
+                    self.chunked = True
+                    self.remaining = -1
+            elif name == b"connection":
+                if b"close" in [t.strip() for t in value.lower().split(b",")]:
+                    self.keep_alive = False
+                    has_close = True
+            parts += (name, b": ", value, b"\r\n")
+            lines += 1
+        if status in (204, 304) or status < 200:
+            self.remaining = 0 if self.remaining < 0 and not self.chunked else self.remaining
+        elif self.remaining < 0 and not self.chunked and not self.head:
+            if self.http11:
+                self.chunked = True
+                parts.append(b"transfer-encoding: chunked\r\n")
+                lines += 1
+            else:
+                self.keep_alive = False  # HTTP/1.0: the body ends when the connection does
+        if self.conn.state.stopping:
+            self.keep_alive = False
+        if not self.keep_alive and not has_close:
+            parts.append(b"connection: close\r\n")
+            lines += 1
+        parts.append(b"\r\n")
+        block = b"".join(parts)
+        # One CR and one LF per line, or a name or value smuggled a line break in.
+        if block.count(b"\n") != lines + 1 or block.count(b"\r") != lines + 1:
+            for name, value in headers:
+                if _HEADER_NAME_BAD.search(name):
+                    raise RuntimeError("Invalid HTTP header name.")
+                if _HEADER_VALUE_BAD.search(value):
+                    raise RuntimeError("Invalid HTTP header value.")
+            raise RuntimeError("Invalid HTTP header.")
+        return block
+
+    # ---- after the app ---------------------------------------------------------------------
+
+    def app_finished(self, exc: BaseException | None) -> None:
+        conn = self.conn
+        if exc is not None and not isinstance(exc, asyncio.CancelledError):
+            log.error("Exception in ASGI application", exc_info=exc)
+        if self.disconnected:
+            return
+        if not self.started:
+            if exc is None:
+                log.error("ASGI callable returned without starting response.")
+            self.started = self.complete = True
+            self.keep_alive = False
+            conn.transport.write(_plain_response(500, b"Internal Server Error", conn.state.date_line))
+            conn.response_done(self)
+        elif not self.complete:
+            if exc is None:
+                log.error("ASGI callable returned without completing response.")
+            conn.transport.close()
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, state: _ServerState) -> None:
+        self.state = state
+        self.parser = httptools.HttpRequestParser(self)
+        with contextlib.suppress(AttributeError):  # httptools >= 0.6.3
+            self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.server: tuple[str, int] | None = None
+        self.client: tuple[str, int] | None = None
+        self.cycle: _Cycle | None = None  # the request being answered
+        self.parsing: _Cycle | None = None  # the request whose body the parser is reading
+        self.queue: deque[_Cycle] = deque()  # parsed, waiting for `cycle` to finish
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.expect_100 = False
+        self.content_length = -1
+        self.in_data = False  # inside data_received: it starts queued requests itself
+        self.stepping: _Cycle | None = None  # the request whose app code runs right now
+        self.read_paused = False
+        self.write_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.eof = False
+        self.closed = False
+        self.touched = True
+        self.idle_s = 0.0
+
+    # ---- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        sockname = transport.get_extra_info("sockname")
+        peername = transport.get_extra_info("peername")
+        if isinstance(sockname, tuple):
+            self.server = (str(sockname[0]), int(sockname[1]))
+        if isinstance(peername, tuple):
+            self.client = (str(peername[0]), int(peername[1]))
+        self.state.connections.add(self)
+        if self.state.stopping:
+            transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        for cycle in (self.cycle, self.parsing):
+            if cycle is not None:
+                cycle.disconnected = True
+                cycle.wake()
+        self.queue.clear()
+        self.cycle = self.parsing = None
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self.state.discard(self)
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        if (self.cycle is None and not self.queue) or self.parsing is not None:
+            return None  # close: nothing owed, or a request body that can never be complete
+        if self.cycle is not None:
+            self.cycle.wake()
+        return True  # keep the write side open for the answers still owed
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self.drain_waiter = None
+
+    async def drain(self) -> None:
+        if self.closed or not self.write_paused:
+            return
+        if self.drain_waiter is None:
+            self.drain_waiter = self.state.loop.create_future()
+        await asyncio.shield(self.drain_waiter)
+
+    def data_received(self, data: bytes) -> None:
+        self.touched = True
+        self.in_data = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # No upgrades here: answer the request as plain HTTP, then close (the parser stopped).
+            if self.parsing is not None:
+                self.parsing.keep_alive = False
+                self.parsing.more_body = False
+                self.parsing = None
+        except httptools.HttpParserError:
+            self._bad_request()
+            return
+        finally:
+            self.in_data = False
+        if self.cycle is None and self.queue:
+            if self.state.start == "batch":
+                self.state.schedule(self)
+            else:
+                self.run_queue()
+
+    # ---- parser callbacks ------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.expect_100 = False
+        self.content_length = -1
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"expect":
+            if value.lower() == b"100-continue":
+                self.expect_100 = True
+        elif name == b"content-length":
+            with contextlib.suppress(ValueError):
+                self.content_length = int(value)
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        url = self.url
+        if url[:1] == b"/" and b"#" not in url:
+            raw_path, _, query = url.partition(b"?")
+        else:
+            parsed = httptools.parse_url(url)
+            raw_path, query = parsed.path or b"/", parsed.query or b""
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        method_b = parser.get_method()
+        method = _METHODS.get(method_b) or method_b.decode("ascii", "replace")
+        version = parser.get_http_version()
+        scope: Scope = {
+            "type": "http",
+            "asgi": ASGI_INFO,
+            "http_version": version,
+            "server": self.server,
+            "client": self.client,
+            "scheme": "http",
+            "method": method,
+            "root_path": "",
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "headers": self.headers,
+        }
+        keep_alive = version == "1.1" and parser.should_keep_alive() and not self.state.stopping
+        cycle = _Cycle(self, scope, keep_alive, self.expect_100)
+        if 0 <= self.state.max_body_bytes < self.content_length:
+            self._too_large(cycle)
+            return
+        self.parsing = cycle
+        self.queue.append(cycle)
+        if len(self.queue) > MAX_PIPELINE:
+            self._pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.parsing
+        if cycle is None or cycle.complete or cycle.disconnected:
+            return
+        cycle.body_total += len(body)
+        if cycle.body_total > self.state.max_body_bytes >= 0:
+            self._too_large(cycle)
+            return
+        cycle.body.append(body)
+        cycle.body_size += len(body)
+        if cycle.body_size > READ_HIGH_WATER:
+            self._pause_reading()
+        cycle.wake()
+
+    def on_message_complete(self) -> None:
+        cycle = self.parsing
+        if cycle is None:
+            return
+        self.parsing = None
+        cycle.more_body = False
+        cycle.wake()
+
+    # ---- requests --------------------------------------------------------------------------
+
+    def run_queue(self) -> None:
+        """Start queued requests while none is being answered; a fast app finishes them all."""
+        self.in_data = True
+        try:
+            while self.cycle is None and self.queue and not self.closed:
+                cycle = self.queue.popleft()
+                self.cycle = cycle
+                self._start(cycle)
+        finally:
+            self.in_data = False
+        self.maybe_resume_reading()
+
+    def _start(self, cycle: _Cycle) -> None:
+        ctx = contextvars.copy_context()
+        if self.state.start == "task":
+            self._spawn(self._run_app(cycle), ctx)
+            return
+        coro = self.state.app(cycle.scope, cycle.receive, cycle.send)
+        if not isinstance(coro, Coroutine):  # an awaitable that is not a coroutine: no eager step
+            self._spawn(self._await_app(cycle, coro), ctx)
+            return
+        suspended, yielded = ctx.run(self._first_step, cycle, coro)
+        if suspended:
+            cycle.flush_head()
+            self._spawn(self._continue_app(cycle, coro, yielded), ctx)
+
+    def _first_step(self, cycle: _Cycle, coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
+        """Run the app up to its first suspension: (True, what it yielded), or (False, None) if done."""
+        self.stepping = cycle
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            cycle.app_finished(None)
+            return False, None
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            cycle.app_finished(exc)
+            return False, None
+        finally:
+            self.stepping = None
+        return True, yielded
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], ctx: contextvars.Context) -> None:
+        tasks = self.state.tasks
+        task = self.state.loop.create_task(coro, context=ctx)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _run_app(self, cycle: _Cycle) -> None:
+        coro = self.state.app(cycle.scope, cycle.receive, cycle.send)
+        if not isinstance(coro, Coroutine):
+            await self._await_app(cycle, coro)
+            return
+        suspended, yielded = self._first_step(cycle, coro)
+        if suspended:
+            cycle.flush_head()
+            await self._continue_app(cycle, coro, yielded)
+
+    async def _await_app(self, cycle: _Cycle, awaitable: Awaitable[None]) -> None:
+        try:
+            await awaitable
+        except BaseException as exc:
+            cycle.app_finished(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            cycle.app_finished(None)
+
+    async def _continue_app(self, cycle: _Cycle, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+        try:
+            await _drive(cycle, coro, yielded)
+        except BaseException as exc:
+            cycle.app_finished(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            cycle.app_finished(None)
+
+    def response_done(self, cycle: _Cycle) -> None:
+        """The last byte of `cycle`'s answer is written: close, or go on with the next request."""
+        if cycle is self.cycle:
+            self.cycle = None
+        self.touched = True
+        if not cycle.keep_alive or self.state.stopping:
+            self.queue.clear()
+            self.transport.close()
+            return
+        if self.queue:
+            if not self.in_data:
+                self.state.loop.call_soon(self.run_queue)
+        elif self.eof:
+            self.transport.close()
+        else:
+            self.maybe_resume_reading()
+
+    # ---- flow control ----------------------------------------------------------------------
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused and not self.closed:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def maybe_resume_reading(self) -> None:
+        if not self.read_paused or self.closed:
+            return
+        parsing = self.parsing
+        if len(self.queue) <= MAX_PIPELINE // 2 and (parsing is None or parsing.body_size <= READ_HIGH_WATER):
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    # ---- errors, timeouts, shutdown --------------------------------------------------------
+
+    def _bad_request(self) -> None:
+        self.queue.clear()
+        self.parsing = None
+        if self.cycle is not None:  # finish the answer in progress, then close
+            self.cycle.keep_alive = False
+            self._pause_reading()
+            return
+        self.transport.write(_plain_response(400, b"Invalid HTTP request received.", self.state.date_line))
+        self.transport.close()
+
+    def _too_large(self, cycle: _Cycle) -> None:
+        """A body over the server's limit: 413 if nothing is being answered yet, then close."""
+        cycle.disconnected = True
+        cycle.wake()
+        if self.cycle is None or self.cycle is cycle:
+            if not cycle.started:
+                self.transport.write(_plain_response(413, b"Request Entity Too Large", self.state.date_line))
+        self.queue.clear()
+        self.parsing = None
+        self.transport.close()
+
+    def tick(self, interval: float) -> None:
+        """Called by the server's ticker: close a connection that stayed idle for keep_alive_s."""
+        if self.cycle is not None or self.queue or self.touched:
+            self.touched = False
+            self.idle_s = 0.0
+            return
+        self.idle_s += interval
+        if self.idle_s >= self.state.keep_alive_s and not self.transport.is_closing():
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """Graceful stop: close when idle, else after the answer in progress."""
+        self.queue.clear()
+        if self.cycle is None:
+            self.transport.close()
+        else:
+            self.cycle.keep_alive = False
+
+    def abort(self) -> None:
+        for cycle in (self.cycle, self.parsing):
+            if cycle is not None:
+                cycle.disconnected = True
+                cycle.wake()
+        self.transport.abort()
+
+
+async def serve_asgi(
+    app: ASGIApp,
+    sockets: list[socket.socket],
+    *,
+    keep_alive_s: float,
+    stop: asyncio.Event,
+    graceful_s: float = 1.0,
+    max_body_bytes: int = 64 << 20,
+    date_header: bool = True,
+    start: StartMode = "task",
+    backlog: int = 2048,
+) -> None:
+    """Serve `app` on the bound, listening `sockets` until `stop` is set, then stop gracefully.
+
+    Graceful stop: no new connections; idle ones close at once; an answer in progress may finish
+    within `graceful_s` (its connection then closes); after that, the apps still running are
+    cancelled and their connections aborted. `max_body_bytes` (negative: no limit) caps one
+    request body: over it, 413 and close.
+    """
+    loop = asyncio.get_running_loop()
+    state = _ServerState(
+        app, keep_alive_s=keep_alive_s, max_body_bytes=max_body_bytes, date_header=date_header, start=start
+    )
+    servers: list[asyncio.AbstractServer] = []
+    interval = max(0.05, min(1.0, keep_alive_s / 4))
+    ticker: asyncio.Task[None] | None = None
+
+    async def tick_forever() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            state.tick(interval)
+
+    try:
+        for sock in sockets:
+            sock.setblocking(False)
+            servers.append(await loop.create_server(lambda: HttpProtocol(state), sock=sock, backlog=backlog))
+        ticker = loop.create_task(tick_forever())
+        await stop.wait()
+    finally:
+        state.stopping = True
+        for srv in servers:
+            srv.close()
+        for conn in list(state.connections):
+            conn.shutdown()
+        if state.connections:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(state.all_closed.wait(), graceful_s)
+        for conn in list(state.connections):
+            conn.abort()
+        for task in list(state.tasks):
+            task.cancel()
+        if state.tasks:
+            await asyncio.wait(list(state.tasks), timeout=1.0)
+        if ticker is not None:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
