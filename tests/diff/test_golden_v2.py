@@ -41,8 +41,8 @@ DEFERRED: dict[str, str] = {
 
 _VERSION_FIELD = "etcdpy adds an X-Etcdpy-Version header to /version (README: Differences from etcd 3.4)"
 _RAW_400 = (
-    "Go writes its malformed-request 400 raw (no Date, no framing header); uvicorn always adds "
-    "Date and frames the body (README: Differences from etcd 3.4)"
+    "Go writes its malformed-request 400 raw (no Date, no framing header); etcdpy's HTTP servers "
+    "(its own, like uvicorn) always add Date and frame the body (README: Differences from etcd 3.4)"
 )
 _V3_HEADERS = (
     "etcdpy adds X-Etcd-Cluster-Id, X-Etcd-Index, X-Raft-Index and X-Raft-Term to every v3 answer "

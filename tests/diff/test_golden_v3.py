@@ -68,8 +68,8 @@ DEFERRED: dict[str, str] = {
 }
 
 _NO_TRAILER = (
-    "uvicorn has no ASGI trailers support: v3 error answers announce the Grpc-Trailer-Content-Type "
-    "trailer but cannot send it (README: Differences from etcd 3.4)"
+    "etcdpy's HTTP servers (its own and uvicorn) send no ASGI trailers: v3 error answers announce "
+    "the Grpc-Trailer-Content-Type trailer but cannot send it (README: Differences from etcd 3.4)"
 )
 _SNAPSHOT = (
     "/v3/maintenance/snapshot streams etcdpy's own snapshot format, not a bbolt file; framing and "
