@@ -53,6 +53,7 @@ ASGI_INFO: Final = {"version": "3.0", "spec_version": "2.3"}
 CONTINUE_100: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 MAX_PIPELINE: Final = 16  # parsed requests queued behind the running one before reading pauses
 READ_HIGH_WATER: Final = 256 * 1024  # unread request body buffered before reading pauses
+MAX_HEADER_BYTES: Final = 1 << 20  # request line and headers (Go's http.DefaultMaxHeaderBytes)
 _HEADER_NAME_BAD = re.compile(b'[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
 _HEADER_VALUE_BAD = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
 _DISCONNECT: Final = {"type": "http.disconnect"}
@@ -389,6 +390,7 @@ class HttpProtocol(asyncio.Protocol):
         self.parsing: _Cycle | None = None  # the request whose body the parser is reading
         self.queue: deque[_Cycle] = deque()  # parsed, waiting for `cycle` to finish
         self.url = b""
+        self.header_bytes = 0  # request line + headers so far, against MAX_HEADER_BYTES
         self.headers: list[tuple[bytes, bytes]] = []
         self.expect_100 = False
         self.content_length = -1
@@ -479,6 +481,7 @@ class HttpProtocol(asyncio.Protocol):
     # ---- parser callbacks ------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self.header_bytes = 0
         self.url = b""
         self.headers = []
         self.expect_100 = False
@@ -486,8 +489,14 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        if len(self.url) > MAX_HEADER_BYTES:
+            raise httptools.HttpParserError("request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value)
+        if self.header_bytes > MAX_HEADER_BYTES:
+            # Go's MaxHeaderBytes: an endless header must not grow memory without bound
+            raise httptools.HttpParserError("request header too large")
         name = name.lower()
         if name == b"expect":
             if value.lower() == b"100-continue":
@@ -643,6 +652,11 @@ class HttpProtocol(asyncio.Protocol):
         if cycle is self.cycle:
             self.cycle = None
         self.touched = True
+        if self.parsing is cycle:
+            # Answered before its body fully arrived (a 404 to a big POST): drop what is
+            # buffered, so reading resumes below and the rest is skipped as it arrives.
+            cycle.body = []
+            cycle.body_size = 0
         if not cycle.keep_alive or self.state.stopping:
             self.queue.clear()
             self.transport.close()
@@ -673,10 +687,18 @@ class HttpProtocol(asyncio.Protocol):
     # ---- errors, timeouts, shutdown --------------------------------------------------------
 
     def _bad_request(self) -> None:
+        parsing = self.parsing
         self.queue.clear()
         self.parsing = None
         if self.cycle is not None:  # finish the answer in progress, then close
             self.cycle.keep_alive = False
+            if parsing is self.cycle:
+                # its body broke off: the app waiting in receive() hears a disconnect (not
+                # silence), and the connection ends, as no valid answer can follow garbage
+                self.cycle.disconnected = True
+                self.cycle.wake()
+                self.transport.close()
+                return
             self._pause_reading()
             return
         self.transport.write(_plain_response(400, b"Invalid HTTP request received.", self.state.date_line))

@@ -244,6 +244,7 @@ class PeerTransport:
     ) -> None:
         self.member_id = member_id
         self._on_removed = on_removed
+        self._closing: set[asyncio.Task[None]] = set()
         self.cluster_id = cluster_id
         self._peer_urls = {i: urls for i, urls in peer_urls.items() if i != member_id and urls}
         self._peers: dict[int, _Peer] = {}
@@ -308,7 +309,12 @@ class PeerTransport:
             for task in (peer.task, peer.snap_task):
                 if task is not None:
                     task.cancel()
-            asyncio.get_running_loop().create_task(peer.client.aclose())
+            closing = asyncio.get_running_loop().create_task(peer.client.aclose())
+            self._closing.add(closing)  # keep a reference until done (the loop holds weak ones)
+            closing.add_done_callback(self._closing.discard)
+
+    def peer_ids(self) -> set[int]:
+        return set(self._peer_urls)
 
     def active_since(self, pid: int) -> float | None:
         """monotonic() since when `pid` has answered without a failure; None if it does not now."""

@@ -438,6 +438,15 @@ class EtcdServer(V3BackendMixin):
         log.info("%x: applied membership change %s of %x at index %d", self._id, change.op.name, mid, entry.index)
         return None
 
+    def _attributes_of_removed(self, path: str) -> bool:
+        parts = path.split("/")  # "", "0", "members", id, "attributes"
+        if len(parts) != 5 or parts[1:3] != ["0", "members"] or parts[4] != "attributes":
+            return False
+        try:
+            return is_removed(self.v2, int(parts[3], 16))
+        except ValueError:
+            return False
+
     def _removed(self) -> None:
         if not self.removed.is_set():
             log.error("%x: the member has been permanently removed from the cluster", self._id)
@@ -447,7 +456,10 @@ class EtcdServer(V3BackendMixin):
     def _restore(self, data: bytes) -> None:
         """A snapshot replaces the state machine, membership included: re-read the address book."""
         self.applier.restore(data)
-        for m in self.members():
+        members = self.members()
+        for pid in self.peer_transport.peer_ids() - {m.id for m in members}:
+            self.peer_transport.remove_peer(pid)
+        for m in members:
             self.peer_transport.set_peer(m.id, m.peer_urls)
 
     def self_stats(self) -> dict[str, Any]:
@@ -496,7 +508,12 @@ class EtcdServer(V3BackendMixin):
             return
         else:
             req_id, cmd = decode(entry.data)
-            result = self.applier.apply(entry.index, cmd)
+            if isinstance(cmd, V2Set) and self._attributes_of_removed(cmd.path):
+                # etcd UpdateAttributes skips a removed member: no ghost entry, no store write
+                self.applier.applied_index = entry.index
+                result = None
+            else:
+                result = self.applier.apply(entry.index, cmd)
         fut = self._waiters.get(req_id)
         if fut is not None and not fut.done():
             fut.set_result(result)
@@ -616,10 +633,14 @@ class EtcdServer(V3BackendMixin):
         """etcd MoveLeader: hand leadership to `target`, wait until it leads (True) or time out."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.node.lead == target:
+            lead = self.node.lead
+            if lead == target:
                 return True
             if self.node.state is not StateType.LEADER:
-                return False  # someone else leads now (or nobody): not ours to hand off
+                if lead not in (0, target):
+                    return False  # a third member leads now: the transfer did not happen
+                await asyncio.sleep(self.cfg.heartbeat_interval_ms / 1000)
+                continue  # between leaders (the target is campaigning): wait for it
             with contextlib.suppress(ServerStopped, Stopped):
                 self.node.transfer_leadership(target)
             await asyncio.sleep(self.cfg.heartbeat_interval_ms / 1000)
@@ -744,6 +765,10 @@ async def serve(cfg: Config) -> int:
         await asyncio.wait({serve_task, *ends}, return_when=asyncio.FIRST_COMPLETED)
     if stop.is_set() and not server.removed.is_set():
         await server.hand_off_leadership()
+    if server.removed.is_set():
+        # etcd stopWithDelay: keep raft and the transport up for a few heartbeats, so the others
+        # learn the commit of this member's removal (without it two survivors may lack a quorum)
+        await asyncio.sleep(10 * cfg.heartbeat_interval_ms / 1000)
     # Watches never end on their own: close them so the graceful shutdown can finish.
     server.close_watchers()
     server.close_v3_streams()

@@ -539,3 +539,66 @@ def test_a_started_head_goes_out_while_the_app_waits(loop_kind: str, start: str)
             writer.close()
 
     run(loop_kind, main)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_oversized_request_head_is_refused(loop_kind: str) -> None:
+    async def main() -> None:
+        async with serving(make_app([])) as (port, _, _):
+            reader, writer = await connect(port)
+            writer.write(b"GET /hello HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n")
+            r = await read_response(reader)
+            assert r.status == 400
+            assert await closed_by_server(reader)
+            writer.close()
+
+    run(loop_kind, main)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_early_answer_to_an_unread_big_body_keeps_reading(loop_kind: str) -> None:
+    async def main() -> None:
+        async with serving(make_app([])) as (port, _, _):
+            reader, writer = await connect(port)
+            # a 404 answered while 1 MiB of body is still arriving: the rest is skipped, reading
+            # does not stay paused, and the next request on the connection is answered
+            writer.write(b"POST /nope HTTP/1.1\r\nHost: t\r\nContent-Length: 1048576\r\n\r\n" + b"x" * 300_000)
+            r = await read_response(reader)
+            assert r.status == 404
+            writer.write(b"x" * (1048576 - 300_000) + get("/hello"))
+            r = await read_response(reader)
+            assert (r.status, r.body) == (200, b"hello")
+            writer.close()
+
+    run(loop_kind, main)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_a_broken_chunked_body_reaches_the_waiting_app_as_a_disconnect(loop_kind: str) -> None:
+    async def main() -> None:
+        seen: list[str] = []
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    seen.append("disconnect")
+                    return
+                if not msg.get("more_body"):
+                    await respond(send, 200, b"whole")
+                    return
+
+        async with serving(app) as (port, _, _):
+            reader, writer = await connect(port)
+            writer.write(b"POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+            await asyncio.sleep(0.05)
+            writer.write(b"zz-not-a-size\r\n")
+            assert await closed_by_server(reader)
+            for _ in range(100):
+                if seen:
+                    break
+                await asyncio.sleep(0.01)
+            assert seen == ["disconnect"]
+            writer.close()
+
+    run(loop_kind, main)
