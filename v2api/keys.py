@@ -31,7 +31,7 @@ from store.errors import (
     ServerError,
     StoreError,
 )
-from store.v2.event import Event
+from store.v2.event import Event, NodeView
 from v2api.backend import Backend
 from v2api.http import CT_JSON, Headers, Receive, Scope, Send, method_not_allowed, read_body, respond
 from v2api.params import (
@@ -64,6 +64,11 @@ class KeysHandler:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self._cluster_header = (b"x-etcd-cluster-id", format(backend.cluster_id, "x").encode())
+        # Recursive reads of a directory (confd, service discovery) repeat between writes:
+        # (path, sorted) -> (store index, event, rendered body), valid while the store index
+        # is unchanged (every change of the store moves it) and the listing holds no TTL
+        # (remaining TTLs are computed at read time).
+        self._listing_cache: dict[tuple[str, bool], tuple[int, Event, bytes]] = {}
 
     # ---- answers ---------------------------------------------------------------------------
 
@@ -80,7 +85,9 @@ class KeysHandler:
         cause = err.cause if isinstance(err, CompareFailed) else strip_prefix(err.cause)
         await self._error(send, code, cause, err.index, head)
 
-    async def _event(self, send: Send, e: Event, req: KeyRequest, head: bool) -> None:
+    async def _event(
+        self, send: Send, e: Event, req: KeyRequest, head: bool, body: bytes | None = None
+    ) -> None:
         status = 201 if e.action == "create" or (e.action == "set" and e.prev_node is None) else 200
         no_value = req.no_value_on_success and e.action in ("set", "create", "update", "compareAndSwap")
         headers: Headers = [
@@ -89,7 +96,24 @@ class KeysHandler:
             (b"x-etcd-index", str(e.etcd_index).encode()),
             *self._raft_headers(),
         ]
-        await respond(send, status, headers, event_json(e, no_value), head=head)
+        await respond(send, status, headers, body if body is not None else event_json(e, no_value), head=head)
+
+    def _local_listing(self, req: KeyRequest) -> tuple[Event, bytes | None]:
+        """A local recursive read, answered from the listing cache when nothing changed since."""
+        store = self.backend.v2
+        key = (req.path, req.sorted)
+        hit = self._listing_cache.get(key)
+        if hit is not None and hit[0] == store.current_index:
+            store.stats["getsSuccess"] += 1  # counted as the read it stands for
+            return hit[1], hit[2]
+        e = store.get(req.path, True, req.sorted)
+        if _has_ttl(e.node):
+            return e, None
+        body = event_json(e)
+        if len(self._listing_cache) >= LISTING_CACHE_MAX:
+            self._listing_cache.clear()
+        self._listing_cache[key] = (store.current_index, e, body)
+        return e, body
 
     # ---- entry -----------------------------------------------------------------------------
 
@@ -129,6 +153,10 @@ class KeysHandler:
                     result = await self.backend.propose(V2QuorumGet(req.path, req.recursive, req.sorted))
                 elif req.wait:
                     await self._watch(receive, send, req)
+                    return
+                elif req.recursive:
+                    listing, cached_body = self._local_listing(req)
+                    await self._event(send, listing, req, head, cached_body)
                     return
                 else:
                     result = self.backend.v2.get(req.path, req.recursive, req.sorted)
@@ -216,3 +244,12 @@ class KeysHandler:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+
+
+LISTING_CACHE_MAX = 64
+
+
+def _has_ttl(n: NodeView) -> bool:
+    if n.expire_ns is not None:
+        return True
+    return any(_has_ttl(c) for c in n.nodes or ())

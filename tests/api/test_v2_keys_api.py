@@ -281,3 +281,28 @@ async def test_keys_method_not_allowed(client: httpx.AsyncClient) -> None:
     assert r.content == b"Method Not Allowed\n"
     assert r.headers["content-type"] == "text/plain; charset=utf-8"
     assert "x-etcd-index" not in r.headers and "x-etcd-cluster-id" not in r.headers
+
+
+async def test_repeated_recursive_listing_follows_every_write(client: httpx.AsyncClient) -> None:
+    # recursive listings are answered from a cache between writes: each write must show at once
+    for i in range(3):
+        assert (await client.put(f"/v2/keys/cache/k{i}?value={i}")).status_code == 201
+    first = await client.get("/v2/keys/cache?recursive=true&sorted=true")
+    again = await client.get("/v2/keys/cache?recursive=true&sorted=true")
+    assert first.content == again.content and first.headers["x-etcd-index"] == again.headers["x-etcd-index"]
+    await client.put("/v2/keys/cache/k1?value=changed")
+    await client.put("/v2/keys/elsewhere?value=x")  # another part of the tree moves the index too
+    after = await client.get("/v2/keys/cache?recursive=true&sorted=true")
+    values = [n["value"] for n in after.json()["node"]["nodes"]]
+    assert values == ["0", "changed", "2"]
+    assert int(after.headers["x-etcd-index"]) == int(first.headers["x-etcd-index"]) + 2
+    stats = (await client.get("/v2/stats/store")).json()
+    assert stats["getsSuccess"] >= 3  # cached answers count as reads, as etcd counts them
+
+
+async def test_recursive_listing_with_ttl_shows_the_ttl_counting_down(client: httpx.AsyncClient) -> None:
+    await client.put("/v2/keys/ttldir/k?value=v&ttl=100")
+    first = (await client.get("/v2/keys/ttldir?recursive=true")).json()["node"]["nodes"][0]
+    await asyncio.sleep(1.1)
+    later = (await client.get("/v2/keys/ttldir?recursive=true")).json()["node"]["nodes"][0]
+    assert later["ttl"] < first["ttl"]  # not a cached rendering
