@@ -311,12 +311,7 @@ class ClientApp:
                 await json_message(send, 415, f"Bad Content-Type {ctype}, accept application/json", ch)
                 return
             try:
-                req = orjson.loads(body)
-                urls = req.get("peerURLs") if isinstance(req, dict) else None
-                if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
-                    raise ValueError(
-                        "json: cannot unmarshal into Go value of type httptypes.MemberCreateRequest"
-                    )
+                urls = _member_request_urls(orjson.loads(body))
             except (orjson.JSONDecodeError, ValueError) as exc:
                 await json_message(send, 400, _go_json_error(body, exc), ch)
                 return
@@ -411,6 +406,44 @@ def _member_obj(m: MemberInfo) -> dict[str, Any]:
         "peerURLs": list(m.peer_urls),
         "clientURLs": list(m.client_urls),
     }
+
+
+_MEMBER_REQUEST_TYPE = 'struct { PeerURLs []string "json:\\"peerURLs\\"" }'
+
+
+def _go_json_type(v: Any) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    return "object" if isinstance(v, dict) else "value"
+
+
+def _member_request_urls(req: Any) -> list[str]:
+    """etcd's v2 members handler: decode {"peerURLs": [...]} with Go's errors, then require URLs."""
+    if not isinstance(req, dict):
+        if req is None:
+            raise ValueError("no valid URLs given")
+        raise ValueError(
+            f"json: cannot unmarshal {_go_json_type(req)} into Go value of type {_MEMBER_REQUEST_TYPE}"
+        )
+    urls = req.get("peerURLs")
+    if urls is not None and not isinstance(urls, list):
+        raise ValueError(
+            f"json: cannot unmarshal {_go_json_type(urls)} into Go struct field .peerURLs of type []string"
+        )
+    for u in urls or ():
+        if not isinstance(u, str) and u is not None:
+            raise ValueError(
+                f"json: cannot unmarshal {_go_json_type(u)} into Go struct field .peerURLs of type string"
+            )
+    if not urls:
+        raise ValueError("no valid URLs given")
+    return [u or "" for u in urls]
 
 
 def _go_json_error(body: bytes, exc: Exception) -> str:

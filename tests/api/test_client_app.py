@@ -311,3 +311,23 @@ async def test_member_peer_url_update_goes_through_the_log(
         f"/v2/members/{me}", content=b'{"peerURLs":["x"]}', headers={"content-type": "text/plain"}
     )
     assert bad.status_code == 415
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        # etcd 3.4.23's answers to the same bodies (recorded by hand against a live etcd)
+        ("{}", "no valid URLs given"),
+        ('{"peerURLs":null}', "no valid URLs given"),
+        (
+            "[1]",
+            'json: cannot unmarshal array into Go value of type struct { PeerURLs []string "json:\\"peerURLs\\"" }',
+        ),
+        ('{"peerURLs":[1]}', "json: cannot unmarshal number into Go struct field .peerURLs of type string"),
+        ('{"peerURLs":true}', "json: cannot unmarshal bool into Go struct field .peerURLs of type []string"),
+        ('{"peerURLs":{}}', "json: cannot unmarshal object into Go struct field .peerURLs of type []string"),
+    ],
+)
+async def test_member_add_body_errors_are_etcds(client: httpx.AsyncClient, body: str, message: str) -> None:
+    r = await client.post("/v2/members", content=body, headers={"Content-Type": "application/json"})
+    assert (r.status_code, r.json()) == (400, {"message": message})
