@@ -638,14 +638,7 @@ class HttpProtocol(asyncio.Protocol):
             cycle.app_finished(None)
 
     async def _continue_app(self, cycle: _Cycle, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
-        try:
-            await _drive(cycle, coro, yielded)
-        except BaseException as exc:
-            cycle.app_finished(exc)
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            cycle.app_finished(None)
+        await self._await_app(cycle, _drive(cycle, coro, yielded))
 
     def response_done(self, cycle: _Cycle) -> None:
         """The last byte of `cycle`'s answer is written: close, or go on with the next request."""

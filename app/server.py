@@ -261,7 +261,9 @@ class EtcdServer(V3BackendMixin):
             await self._propose_or_forward(data, deadline, conf=conf)
             try:
                 # the waiter is this request's own: cancelling it on timeout harms nobody
-                async with asyncio.timeout_at(asyncio.get_running_loop().time() + deadline - time.monotonic()):
+                async with asyncio.timeout_at(
+                    asyncio.get_running_loop().time() + deadline - time.monotonic()
+                ):
                     return await fut
             except TimeoutError:
                 raise RequestTimeout() from None
@@ -327,7 +329,12 @@ class EtcdServer(V3BackendMixin):
     def members_json(self) -> bytes:
         return orjson.dumps(
             [
-                {"id": format(m.id, "x"), "name": m.name, "peerURLs": list(m.peer_urls), "clientURLs": list(m.client_urls)}
+                {
+                    "id": format(m.id, "x"),
+                    "name": m.name,
+                    "peerURLs": list(m.peer_urls),
+                    "clientURLs": list(m.client_urls),
+                }
                 for m in self.members()
             ]
         )
@@ -397,7 +404,10 @@ class EtcdServer(V3BackendMixin):
         if self.node.state is not StateType.LEADER:
             raise LeaderUnknown()
         progress = self.node.progress()
-        if member_id not in progress or progress[member_id] < progress.get(self._id, 0) * LEARNER_READY_PERCENT:
+        if (
+            member_id not in progress
+            or progress[member_id] < progress.get(self._id, 0) * LEARNER_READY_PERCENT
+        ):
             raise learner_not_ready()
         if self.cfg.strict_reconfig_check:
             check_promote(self.members())
@@ -435,7 +445,9 @@ class EtcdServer(V3BackendMixin):
                 self._removed()
         elif change.op in (MemberOp.ADD, MemberOp.ADD_LEARNER, MemberOp.UPDATE):
             self.peer_transport.set_peer(mid, change.peer_urls)
-        log.info("%x: applied membership change %s of %x at index %d", self._id, change.op.name, mid, entry.index)
+        log.info(
+            "%x: applied membership change %s of %x at index %d", self._id, change.op.name, mid, entry.index
+        )
         return None
 
     def _attributes_of_removed(self, path: str) -> bool:
@@ -508,7 +520,11 @@ class EtcdServer(V3BackendMixin):
             return
         else:
             req_id, cmd = decode(entry.data)
-            if isinstance(cmd, V2Set) and self._attributes_of_removed(cmd.path):
+            if (
+                isinstance(cmd, V2Set)
+                and cmd.path.startswith("/0/")
+                and self._attributes_of_removed(cmd.path)
+            ):
                 # etcd UpdateAttributes skips a removed member: no ghost entry, no store write
                 self.applier.applied_index = entry.index
                 result = None
@@ -713,7 +729,10 @@ async def serve(cfg: Config) -> int:
 
     joined: JoinInfo | None = None
     data_dir = Path(cfg.data_dir)
-    if cfg.initial_cluster_state == "existing" and load_identity(data_dir / "member" / "identity.json") is None:
+    if (
+        cfg.initial_cluster_state == "existing"
+        and load_identity(data_dir / "member" / "identity.json") is None
+    ):
         try:
             joined = await discover_cluster(
                 tuple(cfg.initial_advertise_peer_urls), [u for _, u in cfg.initial_cluster]
@@ -759,8 +778,12 @@ async def serve(cfg: Config) -> int:
             userver = _QuietServer(_uvicorn_config(app, keep_alive_s=30))
             serve_task = loop.create_task(userver.serve(sockets=socks))
         else:
-            serve_task = loop.create_task(serve_asgi(app, socks, keep_alive_s=30, stop=http_stop, graceful_s=1))
-        log.info("etcdpy serving client requests on %s (%s)", ", ".join(cfg.listen_client_urls), cfg.http_server)
+            serve_task = loop.create_task(
+                serve_asgi(app, socks, keep_alive_s=30, stop=http_stop, graceful_s=1)
+            )
+        log.info(
+            "etcdpy serving client requests on %s (%s)", ", ".join(cfg.listen_client_urls), cfg.http_server
+        )
         _tune_gc()
         await asyncio.wait({serve_task, *ends}, return_when=asyncio.FIRST_COMPLETED)
     if stop.is_set() and not server.removed.is_set():

@@ -62,6 +62,38 @@ def post_v3(proc: ServerProc, path: str, body: dict[str, Any]) -> httpx.Response
     return httpx.post(proc.client_url + path, json=body, timeout=HTTP_TIMEOUT)
 
 
+def member_proc(
+    cmd: Sequence[str],
+    root: Path,
+    name: str,
+    initial_cluster: str,
+    state: str,
+    ports: tuple[int, int],
+    extra: Sequence[str] = (),
+) -> ServerProc:
+    """One member (not started) with etcd's cluster flags; its files under root/name."""
+    client_port, peer_port = ports
+    run_dir = root / name
+    flags = etcd_flags(
+        name,
+        run_dir / "data",
+        client_port,
+        peer_port,
+        initial_cluster=initial_cluster,
+        cors=None,
+        extra=["--initial-cluster-state", state, "--initial-cluster-token", TOKEN, *extra],
+    )
+    return ServerProc(
+        cmd=list(cmd),
+        flags=flags,
+        name=name,
+        client_port=client_port,
+        peer_port=peer_port,
+        data_dir=run_dir / "data",
+        log_dir=run_dir,
+    )
+
+
 @dataclass
 class Cluster:
     cmd: list[str]
@@ -72,28 +104,8 @@ class Cluster:
         ports = CLUSTER_PORTS.allocate(2 * len(NAMES))
         initial = ",".join(f"{n}=http://127.0.0.1:{ports[2 * i + 1]}" for i, n in enumerate(NAMES))
         for i, name in enumerate(NAMES):
-            client_port, peer_port = ports[2 * i], ports[2 * i + 1]
-            run_dir = self.workdir / name
-            flags = etcd_flags(
-                name,
-                run_dir / "data",
-                client_port,
-                peer_port,
-                initial_cluster=initial,
-                cors=None,
-                extra=["--initial-cluster-state", "new", "--initial-cluster-token", TOKEN, *extra],
-            )
-            self.procs.append(
-                ServerProc(
-                    cmd=list(self.cmd),
-                    flags=flags,
-                    name=name,
-                    client_port=client_port,
-                    peer_port=peer_port,
-                    data_dir=run_dir / "data",
-                    log_dir=run_dir,
-                )
-            )
+            ports_i = (ports[2 * i], ports[2 * i + 1])
+            self.procs.append(member_proc(self.cmd, self.workdir, name, initial, "new", ports_i, extra))
 
     def start(self, procs: Sequence[ServerProc] | None = None) -> None:
         """Spawn (all or some) members, then wait until each serves and a version is decided."""

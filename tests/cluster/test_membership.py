@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cluster.helpers import CLUSTER_PORTS, HTTP_TIMEOUT, TOKEN, Cluster, get, put_v2, wait_for
+from tests.cluster.helpers import CLUSTER_PORTS, HTTP_TIMEOUT, Cluster, get, member_proc, put_v2, wait_for
 from tests.support.etcd_ref import require_etcd, require_impl
-from tests.support.procs import ServerProc, etcd_flags
+from tests.support.procs import ServerProc
 
 pytestmark = pytest.mark.slow
 
@@ -28,31 +28,6 @@ CHANGE_TIMEOUT_S = 30.0  # etcd refuses changes until peers have been connected 
 
 def _b64(s: str) -> str:
     return base64.b64encode(s.encode()).decode()
-
-
-def _member(
-    cmd: list[str], root: Path, name: str, initial: str, state: str, ports: tuple[int, int]
-) -> ServerProc:
-    client_port, peer_port = ports
-    run_dir = root / name
-    flags = etcd_flags(
-        name,
-        run_dir / "data",
-        client_port,
-        peer_port,
-        initial_cluster=initial,
-        cors=None,
-        extra=["--initial-cluster-state", state, "--initial-cluster-token", TOKEN],
-    )
-    return ServerProc(
-        cmd=list(cmd),
-        flags=flags,
-        name=name,
-        client_port=client_port,
-        peer_port=peer_port,
-        data_dir=run_dir / "data",
-        log_dir=run_dir,
-    )
 
 
 @pytest.fixture
@@ -120,7 +95,7 @@ def test_grow_from_one_member_to_three_then_shrink(
     p1, p2, p3 = (ports[0], ports[1]), (ports[2], ports[3]), (ports[4], ports[5])
     url = {n: f"http://127.0.0.1:{p[1]}" for n, p in (("m1", p1), ("m2", p2), ("m3", p3))}
 
-    m1 = _member(cmd, tmp_path, "m1", f"m1={url['m1']}", "new", p1)
+    m1 = member_proc(cmd, tmp_path, "m1", f"m1={url['m1']}", "new", p1)
     started.append(m1)
     m1.spawn()
     _wait_serving(m1)
@@ -136,7 +111,7 @@ def test_grow_from_one_member_to_three_then_shrink(
     )
     added = r.json()
     assert added["peerURLs"] == [url["m2"]] and added["name"] == "" and added["clientURLs"] == []
-    m2 = _member(cmd, tmp_path, "m2", f"m1={url['m1']},m2={url['m2']}", "existing", p2)
+    m2 = member_proc(cmd, tmp_path, "m2", f"m1={url['m1']},m2={url['m2']}", "existing", p2)
     started.append(m2)
     m2.spawn()
     _wait_serving(m2)
@@ -154,7 +129,7 @@ def test_grow_from_one_member_to_three_then_shrink(
     assert r.json()["member"]["isLearner"] is True
     r2 = _v3(m1, "/v3/cluster/member/add", {"peerURLs": ["http://127.0.0.1:1"], "isLearner": True})
     assert r2.status_code != 200 and "too many learner members" in r2.json()["message"]
-    m3 = _member(cmd, tmp_path, "m3", ",".join(f"{n}={url[n]}" for n in ("m1", "m2", "m3")), "existing", p3)
+    m3 = member_proc(cmd, tmp_path, "m3", ",".join(f"{n}={url[n]}" for n in ("m1", "m2", "m3")), "existing", p3)
     started.append(m3)
     m3.spawn()
     wait_for("m3 (learner) to catch up", lambda: _local_value(m3, "k/before") == "1" or None, 30)
@@ -219,11 +194,11 @@ def test_grow_from_one_member_to_three_then_shrink(
 def test_join_refused_without_member_add(tmp_path: Path, started: list[ServerProc]) -> None:
     ports = CLUSTER_PORTS.allocate(4)
     a_url, b_url = f"http://127.0.0.1:{ports[1]}", f"http://127.0.0.1:{ports[3]}"
-    a = _member(require_impl(), tmp_path, "a", f"a={a_url}", "new", (ports[0], ports[1]))
+    a = member_proc(require_impl(), tmp_path, "a", f"a={a_url}", "new", (ports[0], ports[1]))
     started.append(a)
     a.spawn()
     _wait_serving(a)
-    b = _member(require_impl(), tmp_path, "b", f"a={a_url},b={b_url}", "existing", (ports[2], ports[3]))
+    b = member_proc(require_impl(), tmp_path, "b", f"a={a_url},b={b_url}", "existing", (ports[2], ports[3]))
     started.append(b)
     b.spawn()
     wait_for("b to give up", lambda: True if not b.alive() else None, 15)

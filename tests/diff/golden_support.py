@@ -201,3 +201,27 @@ def validate_accepted(accepted: Accepted, golden: Mapping[str, Scenario]) -> lis
             if not why.strip():
                 problems.append(f"ACCEPTED_DIFFERENCES[{scn!r}] seq {seq}: a reason is required")
     return problems
+
+
+class RewritingRecorder(record.Recorder):  # type: ignore[misc]
+    """record.Recorder that puts the live server's member URLs where the recording has its own."""
+
+    def __init__(self, suite: str, out: Any, endpoints: list[str], urls: Mapping[str, str]) -> None:
+        super().__init__(suite, out, endpoints)
+        self.urls = dict(urls)
+
+    def _rewrite(self, v: Any) -> Any:
+        if isinstance(v, str):
+            for old, new in self.urls.items():
+                v = v.replace(old, new)
+            return v
+        if isinstance(v, list):
+            return [self._rewrite(x) for x in v]
+        if isinstance(v, dict):
+            return {k: self._rewrite(x) for k, x in v.items()}
+        return v
+
+    def _build(self, method: str, path: str, **kw: Any) -> Any:
+        if kw.get("json_body") is not None:
+            kw["json_body"] = self._rewrite(kw["json_body"])
+        return super()._build(method, path, **kw)

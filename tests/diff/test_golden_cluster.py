@@ -63,12 +63,12 @@ from tests.diff.golden_support import (
     GOLDEN_DIR,
     Accepted,
     Record,
+    RewritingRecorder,
     Scenario,
     check_scenario,
     load_transcript,
     validate_accepted,
 )
-from tests.diff.test_golden_v3 import RewritingRecorder
 from tests.support.etcd_ref import require_etcd, require_impl
 from tests.support.normalize import GOLDEN_CLUSTER, NormContext, learn_ids, normalize_exchange
 from tests.support.procs import ServerProc, etcd_flags

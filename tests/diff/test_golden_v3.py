@@ -45,6 +45,7 @@ from tests.diff.golden_support import (
     GOLDEN_DIR,
     Accepted,
     Record,
+    RewritingRecorder,
     Scenario,
     check_scenario,
     load_transcript,
@@ -172,30 +173,6 @@ def recorded_revision_after(golden: Mapping[str, Scenario], name: str) -> int:
 
 
 # ---------------------------------------------------------------- replay
-
-
-class RewritingRecorder(record.Recorder):  # type: ignore[misc]
-    """record.Recorder that puts the live server's member URLs where the recording has its own."""
-
-    def __init__(self, suite: str, out: Any, endpoints: list[str], urls: Mapping[str, str]) -> None:
-        super().__init__(suite, out, endpoints)
-        self.urls = dict(urls)
-
-    def _rewrite(self, v: Any) -> Any:
-        if isinstance(v, str):
-            for old, new in self.urls.items():
-                v = v.replace(old, new)
-            return v
-        if isinstance(v, list):
-            return [self._rewrite(x) for x in v]
-        if isinstance(v, dict):
-            return {k: self._rewrite(x) for k, x in v.items()}
-        return v
-
-    def _build(self, method: str, path: str, **kw: Any) -> Any:
-        if kw.get("json_body") is not None:
-            kw["json_body"] = self._rewrite(kw["json_body"])
-        return super()._build(method, path, **kw)
 
 
 def _post(url: str, path: str, obj: Mapping[str, Any]) -> dict[str, Any] | None:
