@@ -46,6 +46,7 @@ CORS_HEADERS: Headers = [
     (b"access-control-allow-headers", b"accept, content-type, authorization"),
     (b"access-control-allow-methods", b"POST, GET, OPTIONS, PUT, DELETE"),
 ]
+CORS_ANY_HEADERS: Headers = [*CORS_HEADERS, (b"access-control-allow-origin", b"*")]
 # Go's url.URL.EscapedPath keeps these unescaped in a path.
 _PATH_SAFE = "/!$&'()*+,;=:@-._~"
 
@@ -94,13 +95,40 @@ class ClientApp:
 
     def _cors_headers(self, scope: Scope) -> Headers:
         if self.cors_any:
-            return [*CORS_HEADERS, (b"access-control-allow-origin", b"*")]
+            return CORS_ANY_HEADERS
         for name, value in scope["headers"]:
             if name == b"origin":
                 if value.decode("latin-1") in self.cors_origins:
                     return [*CORS_HEADERS, (b"access-control-allow-origin", value)]
                 break
         return []
+
+    def fast_response(
+        self, method: str, raw_path: bytes, query: bytes, headers: Headers
+    ) -> tuple[int, Headers, bytes] | None:
+        """The answer to a body-less request that needs no waiting, or None for __call__.
+
+        app/httpserver.py asks this first (other ASGI servers never do): a plain GET of
+        /v2/keys/... is answered here without a task, a scope or send coroutines. Only paths
+        that need no cleaning, unescaping or CORS origin matching qualify, so the answer is
+        byte for byte the one __call__ would give.
+        """
+        if method != "GET" or not raw_path.startswith(b"/v2/keys") or not self.enable_v2:
+            return None
+        if b"%" in raw_path or b"//" in raw_path or b"/." in raw_path:
+            return None
+        key_path = raw_path[8:].decode("utf-8", "surrogateescape")
+        if key_path and key_path[0] != "/":
+            return None  # /v2/keysfoo: not the keys handler
+        if self.cors_origins and not self.cors_any:
+            return None
+        answer = self.keys.fast_get(key_path, query)
+        if answer is None:
+            return None
+        if self.cors_any:
+            status, answer_headers, body = answer
+            return status, [*CORS_ANY_HEADERS, *answer_headers], body
+        return answer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -46,6 +46,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 StartMode = Literal["batch", "eager", "task"]
+# app.fast_response(method, raw_path, query, headers) -> (status, headers, body) or None: the
+# headers are complete and lower-case (no content-length: the body goes out chunked).
+FastAnswer = tuple[int, list[tuple[bytes, bytes]], bytes]
+FastResponder = Callable[[str, bytes, bytes, list[tuple[bytes, bytes]]], FastAnswer | None]
 
 log = logging.getLogger("etcdpy.httpserver")
 
@@ -140,6 +144,9 @@ class _ServerState:
         self.all_closed = asyncio.Event()
         self.date_line = b""
         self.refresh_date()
+        # The app's synchronous answer for body-less requests that need no waiting (see
+        # HttpProtocol._try_fast); None for a plain ASGI app.
+        self.fast: FastResponder | None = getattr(app, "fast_response", None)
 
     def refresh_date(self) -> None:
         if self.date_header:
@@ -394,6 +401,7 @@ class HttpProtocol(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.expect_100 = False
         self.content_length = -1
+        self.transfer_encoding = False
         self.in_data = False  # inside data_received: it starts queued requests itself
         self.stepping: _Cycle | None = None  # the request whose app code runs right now
         self.read_paused = False
@@ -486,6 +494,7 @@ class HttpProtocol(asyncio.Protocol):
         self.headers = []
         self.expect_100 = False
         self.content_length = -1
+        self.transfer_encoding = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -504,6 +513,8 @@ class HttpProtocol(asyncio.Protocol):
         elif name == b"content-length":
             with contextlib.suppress(ValueError):
                 self.content_length = int(value)
+        elif name == b"transfer-encoding":
+            self.transfer_encoding = True
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -520,6 +531,19 @@ class HttpProtocol(asyncio.Protocol):
         method_b = parser.get_method()
         method = _METHODS.get(method_b) or method_b.decode("ascii", "replace")
         version = parser.get_http_version()
+        if (
+            self.state.fast is not None
+            and self.cycle is None
+            and not self.queue
+            and self.content_length <= 0
+            and not self.transfer_encoding
+            and not self.write_paused
+            and version == "1.1"
+            and not self.state.stopping
+            and parser.should_keep_alive()
+            and self._try_fast(method, raw_path, query)
+        ):
+            return
         scope: Scope = {
             "type": "http",
             "asgi": ASGI_INFO,
@@ -543,6 +567,35 @@ class HttpProtocol(asyncio.Protocol):
         self.queue.append(cycle)
         if len(self.queue) > MAX_PIPELINE:
             self._pause_reading()
+
+    def _try_fast(self, method: str, raw_path: bytes, query: bytes) -> bool:
+        """Answer a body-less keep-alive request through the app's fast_response, in order
+        (nothing else is queued or running on this connection), with no task or scope."""
+        assert self.state.fast is not None
+        try:
+            answer = self.state.fast(method, raw_path, query, self.headers)
+        except Exception:
+            log.exception("fast_response failed; answering through the ASGI app")
+            return False
+        if answer is None:
+            return False
+        status, headers, body = answer
+        parts = [STATUS_LINE.get(status) or _status_line(status), self.state.date_line]
+        chunked = True
+        for name, value in headers:
+            if name == b"content-length":
+                chunked = False
+            parts += (name, b": ", value, b"\r\n")
+        if status in (204, 304) or status < 200:
+            parts.append(b"\r\n")
+        elif chunked:
+            parts.append(b"transfer-encoding: chunked\r\n\r\n")
+            parts.append(b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n")
+        else:
+            parts += (b"\r\n", body)
+        self.transport.write(b"".join(parts))
+        self.touched = True
+        return True
 
     def on_body(self, body: bytes) -> None:
         cycle = self.parsing

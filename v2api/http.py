@@ -25,12 +25,18 @@ CT_TEXT = (b"content-type", b"text/plain; charset=utf-8")
 NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 
+def go_framed(status: int, headers: Headers, body: bytes, chunk_big: bool = True) -> Headers:
+    """`headers` plus the content-length Go's net/http would add (none: the body goes out chunked)."""
+    # Go's net/http sends no Content-Length on a 204 or 304 (they never have a body)
+    if status not in (204, 304) and (not chunk_big or len(body) <= GO_CHUNK_THRESHOLD):
+        return [*headers, (b"content-length", b"%d" % len(body))]
+    return headers
+
+
 async def respond(
     send: Send, status: int, headers: Headers, body: bytes, *, head: bool = False, chunk_big: bool = True
 ) -> None:
-    # Go's net/http sends no Content-Length on a 204 or 304 (they never have a body)
-    if status not in (204, 304) and (not chunk_big or len(body) <= GO_CHUNK_THRESHOLD):
-        headers = [*headers, (b"content-length", str(len(body)).encode())]
+    headers = go_framed(status, headers, body, chunk_big)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else body})
 

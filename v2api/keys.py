@@ -33,7 +33,17 @@ from store.errors import (
 )
 from store.v2.event import Event, NodeView
 from v2api.backend import Backend
-from v2api.http import CT_JSON, Headers, Receive, Scope, Send, method_not_allowed, read_body, respond
+from v2api.http import (
+    CT_JSON,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    go_framed,
+    method_not_allowed,
+    read_body,
+    respond,
+)
 from v2api.params import (
     MAX_FORM_BYTES,
     FormError,
@@ -47,6 +57,7 @@ from v2api.params import (
 from v2api.render import V2_STATUS, error_json, event_json, strip_prefix
 
 ALLOW = "HEAD,GET,PUT,POST,DELETE"
+Answer = tuple[int, Headers, bytes]  # status, headers (no content-length), body
 
 STORE_ERROR_CODES: dict[type[StoreError], int] = {
     KeyNotFound: 100,
@@ -69,34 +80,88 @@ class KeysHandler:
         # is unchanged (every change of the store moves it) and the listing holds no TTL
         # (remaining TTLs are computed at read time).
         self._listing_cache: dict[tuple[str, bool], tuple[int, Event, bytes]] = {}
+        # Whole answers to plain GETs (see fast_get): (key path, query) ->
+        # (store index, raft index, term, answer, the store stat the read counts in).
+        self._answer_cache: dict[tuple[str, bytes], tuple[int, int, int, Answer, str]] = {}
 
     # ---- answers ---------------------------------------------------------------------------
 
     def _raft_headers(self) -> Headers:
         index, term = self.backend.raft_index_term()
-        return [(b"x-raft-index", str(index).encode()), (b"x-raft-term", str(term).encode())]
+        return [(b"x-raft-index", b"%d" % index), (b"x-raft-term", b"%d" % term)]
 
     async def _error(self, send: Send, code: int, cause: str, index: int, head: bool) -> None:
         headers: Headers = [CT_JSON, self._cluster_header, (b"x-etcd-index", str(index).encode())]
         await respond(send, V2_STATUS.get(code, 400), headers, error_json(code, cause, index), head=head)
 
     async def _store_error(self, send: Send, err: StoreError, head: bool) -> None:
+        await respond(send, *self._store_error_answer(err), head=head)
+
+    def _event_answer(self, e: Event, req: KeyRequest, body: bytes | None = None) -> Answer:
+        status = 201 if e.action == "create" or (e.action == "set" and e.prev_node is None) else 200
+        no_value = req.no_value_on_success and e.action in ("set", "create", "update", "compareAndSwap")
+        index, term = self.backend.raft_index_term()
+        headers: Headers = [
+            CT_JSON,
+            self._cluster_header,
+            (b"x-etcd-index", b"%d" % e.etcd_index),
+            (b"x-raft-index", b"%d" % index),
+            (b"x-raft-term", b"%d" % term),
+        ]
+        return status, headers, body if body is not None else event_json(e, no_value)
+
+    def _store_error_answer(self, err: StoreError) -> Answer:
         code = STORE_ERROR_CODES[type(err)]
         cause = err.cause if isinstance(err, CompareFailed) else strip_prefix(err.cause)
-        await self._error(send, code, cause, err.index, head)
+        headers: Headers = [CT_JSON, self._cluster_header, (b"x-etcd-index", b"%d" % err.index)]
+        return V2_STATUS.get(code, 400), headers, error_json(code, cause, err.index)
 
     async def _event(
         self, send: Send, e: Event, req: KeyRequest, head: bool, body: bytes | None = None
     ) -> None:
-        status = 201 if e.action == "create" or (e.action == "set" and e.prev_node is None) else 200
-        no_value = req.no_value_on_success and e.action in ("set", "create", "update", "compareAndSwap")
-        headers: Headers = [
-            CT_JSON,
-            self._cluster_header,
-            (b"x-etcd-index", str(e.etcd_index).encode()),
-            *self._raft_headers(),
-        ]
-        await respond(send, status, headers, body if body is not None else event_json(e, no_value), head=head)
+        await respond(send, *self._event_answer(e, req, body), head=head)
+
+    def local_get(self, req: KeyRequest) -> Answer:
+        """A GET answered from this member's own store (no quorum, no wait): never suspends."""
+        try:
+            if req.recursive:
+                listing, cached_body = self._local_listing(req)
+                return self._event_answer(listing, req, cached_body)
+            return self._event_answer(self.backend.v2.get(req.path, False, req.sorted), req)
+        except StoreError as err:
+            return self._store_error_answer(err)
+
+    def fast_get(self, key_path: str, query: bytes) -> Answer | None:
+        """The whole answer (with its content-length) to a plain local GET, or None when it
+        needs the general path (a watch, a quorum read, a malformed request: __call__).
+
+        Answers are kept while the store index, the raft index and the term are unchanged
+        (every change of the store moves the first; the headers show the other two), unless
+        they show a TTL, which is computed at read time.
+        """
+        cache_key = (key_path, query)
+        store = self.backend.v2
+        index, term = self.backend.raft_index_term()
+        hit = self._answer_cache.get(cache_key)
+        if hit is not None and hit[0] == store.current_index and hit[1] == index and hit[2] == term:
+            store.stats[hit[4]] += 1  # counted as the read it stands for
+            return hit[3]
+        try:
+            form = parse_form("GET", query.decode("utf-8", "surrogateescape"), None, b"") if query else {}
+            req = parse_key_request("GET", key_path, form)
+        except (FormError, RequestError):
+            return None
+        if req.wait or req.quorum:
+            return None
+        stamp = store.current_index
+        status, headers, body = self.local_get(req)
+        answer = (status, go_framed(status, headers, body), body)
+        stat = "getsSuccess" if status == 200 else "getsFail"
+        if status != 200 or not _has_ttl_marker(body):
+            if len(self._answer_cache) >= ANSWER_CACHE_MAX:
+                self._answer_cache.clear()
+            self._answer_cache[cache_key] = (stamp, index, term, answer, stat)
+        return answer
 
     def _local_listing(self, req: KeyRequest) -> tuple[Event, bytes | None]:
         """A local recursive read, answered from the listing cache when nothing changed since."""
@@ -154,12 +219,9 @@ class KeysHandler:
                 elif req.wait:
                     await self._watch(receive, send, req)
                     return
-                elif req.recursive:
-                    listing, cached_body = self._local_listing(req)
-                    await self._event(send, listing, req, head, cached_body)
-                    return
                 else:
-                    result = self.backend.v2.get(req.path, req.recursive, req.sorted)
+                    await respond(send, *self.local_get(req), head=head)
+                    return
             else:
                 result = await self.backend.propose(self._command(req))
         except StoreError as err:
@@ -247,6 +309,13 @@ class KeysHandler:
 
 
 LISTING_CACHE_MAX = 64
+ANSWER_CACHE_MAX = 4096
+ANSWER_CACHE_BODY_MAX = 16384
+
+
+def _has_ttl_marker(body: bytes) -> bool:
+    """Whether an answer may show a remaining TTL (then it is never reused), or is too big to keep."""
+    return b'"ttl":' in body or len(body) > ANSWER_CACHE_BODY_MAX
 
 
 def _has_ttl(n: NodeView) -> bool:

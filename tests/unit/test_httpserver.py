@@ -562,7 +562,9 @@ def test_early_answer_to_an_unread_big_body_keeps_reading(loop_kind: str) -> Non
             reader, writer = await connect(port)
             # a 404 answered while 1 MiB of body is still arriving: the rest is skipped, reading
             # does not stay paused, and the next request on the connection is answered
-            writer.write(b"POST /nope HTTP/1.1\r\nHost: t\r\nContent-Length: 1048576\r\n\r\n" + b"x" * 300_000)
+            writer.write(
+                b"POST /nope HTTP/1.1\r\nHost: t\r\nContent-Length: 1048576\r\n\r\n" + b"x" * 300_000
+            )
             r = await read_response(reader)
             assert r.status == 404
             writer.write(b"x" * (1048576 - 300_000) + get("/hello"))
@@ -600,5 +602,115 @@ def test_a_broken_chunked_body_reaches_the_waiting_app_as_a_disconnect(loop_kind
                 await asyncio.sleep(0.01)
             assert seen == ["disconnect"]
             writer.close()
+
+    run(loop_kind, main)
+
+
+class FastApp:
+    """make_app's ASGI app plus a fast_response for /fast* (and one that fails on /fast-boom).
+
+    As the contract asks, the ASGI app gives the same answers (a fast-eligible request queued
+    behind another goes through it); `events` shows which path answered.
+    """
+
+    def __init__(self, events: Events) -> None:
+        self.asgi = make_app(events)
+        self.events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answer = self._answer(scope["raw_path"], scope["query_string"])
+        if answer is None or scope["method"] != "GET":
+            await self.asgi(scope, receive, send)
+            return
+        self.events.append(f"asgi {scope['path']}")
+        status, headers, body = answer
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def fast_response(
+        self, method: str, raw_path: bytes, query: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        self.events.append(f"fast {method} {raw_path.decode()}")
+        if raw_path == b"/fast-boom":
+            raise ValueError("boom")
+        return self._answer(raw_path, query)
+
+    def _answer(self, raw_path: bytes, query: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        if not raw_path.startswith(b"/fast") or raw_path == b"/fast-boom":
+            return None
+        if raw_path == b"/fast-big":  # no content-length: the body goes out chunked
+            return 200, [(b"content-type", b"text/plain")], b"y" * 3000
+        if raw_path == b"/fast-204":
+            return 204, [], b""
+        body = b"fast " + query
+        return 200, [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))], body
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_fast_response_answers_plain_gets_in_order(loop_kind: str) -> None:
+    async def main() -> None:
+        events: Events = []
+        async with serving(FastApp(events)) as (port, _, _):
+            reader, writer = await connect(port)
+            writer.write(get("/fast?x=1"))
+            r = await read_response(reader)
+            assert (r.status, r.body) == (200, b"fast x=1")
+            assert r.raw_head.startswith(b"HTTP/1.1 200 OK\r\ndate: ") and "connection" not in r.headers
+            assert events == ["fast GET /fast"]  # the ASGI app never ran
+            writer.write(get("/fast-big"))
+            r = await read_response(reader)
+            assert r.headers["transfer-encoding"] == "chunked" and r.body == b"y" * 3000
+            writer.write(get("/fast-204"))
+            r = await read_response(reader)
+            assert r.status == 204 and "content-length" not in r.headers
+            # Behind a slow ASGI answer, a fast-eligible request waits its turn (no overtaking).
+            events.clear()
+            writer.write(get("/slow") + get("/fast?y") + get("/hello") + get("/fast?z"))
+            answers = [await read_response(reader) for _ in range(4)]
+            assert [a.body for a in answers] == [b"/slow", b"fast y", b"hello", b"fast z"]
+            assert events == [
+                "fast GET /slow",
+                "start /slow",
+                "end /slow",
+                "asgi /fast",
+                "start /hello",
+                "end /hello",
+                "asgi /fast",
+            ]
+            writer.close()
+
+    run(loop_kind, main)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_fast_response_only_for_bodyless_keep_alive_requests(loop_kind: str) -> None:
+    async def main() -> None:
+        events: Events = []
+        async with serving(FastApp(events)) as (port, _, _):
+            reader, writer = await connect(port)
+            # a body, a chunked body, HEAD's absence of a body: all through the ASGI app
+            writer.write(b"POST /fast HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi")
+            r = await read_response(reader)
+            assert (r.status, r.body) == (404, b"nope")
+            writer.write(b"GET /fast HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+            r = await read_response(reader)
+            assert (r.status, r.body) == (200, b"fast ")
+            assert events == ["start /fast", "end /fast", "asgi /fast"]
+            # a failing fast_response falls back to the app (which answers 404 here)
+            writer.write(get("/fast-boom"))
+            r = await read_response(reader)
+            assert (r.status, r.body) == (404, b"nope")
+            writer.close()
+            # HTTP/1.0 and Connection: close answers must close: the ASGI path frames those
+            events.clear()
+            reader, writer = await connect(port)
+            writer.write(get("/fast", version="1.0"))
+            r = await read_response(reader)
+            assert r.body == b"fast " and await closed_by_server(reader)
+            reader, writer = await connect(port)
+            writer.write(get("/fast", extra="Connection: close\r\n"))
+            r = await read_response(reader)
+            assert r.headers["connection"] == "close" and await closed_by_server(reader)
+            assert events == ["asgi /fast", "asgi /fast"]
 
     run(loop_kind, main)

@@ -1,0 +1,173 @@
+"""ClientApp.fast_response (the task-free answer app/httpserver.py gives plain GETs) against the
+ASGI path of the same app: the same status, headers and body for every request it takes, the
+general path for every request it declines, fresh answers after writes, and the same stats."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import pytest
+
+from app.asgi import ClientApp
+from app.server import EtcdServer
+from tests.api.conftest import make_app
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+async def asgi_answer(app: ClientApp, method: str, target: str, body: bytes = b"") -> Answer:
+    """The answer the ASGI path gives, as the server would frame it (status, headers, whole body)."""
+    parts = urlsplit(target)
+    headers = [(b"host", b"127.0.0.1:2379")]
+    if body:
+        headers += [(b"content-type", b"application/x-www-form-urlencoded")]
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": parts.path,
+        "raw_path": parts.path.encode(),
+        "query_string": parts.query.encode(),
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 2379),
+    }
+    sent: list[dict[str, Any]] = []
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start = sent[0]
+    return start["status"], list(start["headers"]), b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def fast(app: ClientApp, target: str) -> Answer | None:
+    parts = urlsplit(target)
+    return app.fast_response("GET", parts.path.encode(), parts.query.encode(), [])
+
+
+async def put(app: ClientApp, key: str, form: str) -> None:
+    status, _, body = await asgi_answer(app, "PUT", f"/v2/keys{key}", form.encode())
+    assert status in (200, 201), body
+
+
+TAKEN = [
+    "/v2/keys/a",
+    "/v2/keys/a?recursive=true",
+    "/v2/keys/dir",
+    "/v2/keys/dir?recursive=true&sorted=true",
+    "/v2/keys/dir/sub?sorted=false",
+    "/v2/keys",
+    "/v2/keys/",
+    "/v2/keys/_hidden",
+    "/v2/keys/big",
+    "/v2/keys/nokey",
+    "/v2/keys/a/below-a-file",
+    "/v2/keys/ttl",
+    "/v2/keys/dir?recursive=true",  # holds a TTL below
+]
+DECLINED = [
+    "/v2/keys/a?wait=true",
+    "/v2/keys/a?quorum=true",
+    "/v2/keys/a?recursive=maybe",
+    "/v2/keys/a?prevValue=",
+    "/v2/keys//a",
+    "/v2/keys/./a",
+    "/v2/keys/%61",
+    "/v2/keysa",
+    "/v2/machines",
+    "/version",
+]
+
+
+async def fill(app: ClientApp) -> None:
+    await put(app, "/a", "value=1")
+    await put(app, "/dir/x", "value=x")
+    await put(app, "/dir/sub/y", "value=y")
+    await put(app, "/dir/z", "value=z&ttl=100")
+    await put(app, "/_hidden", "value=h")
+    await put(app, "/big", "value=" + "v" * 3000)  # an answer over 2 KiB goes out chunked
+    await put(app, "/ttl", "value=t&ttl=100")
+
+
+@pytest.mark.parametrize("cors", [("*",), ()])
+async def test_fast_answers_equal_the_asgi_answers(server: EtcdServer, cors: tuple[str, ...]) -> None:
+    app = make_app(server, cors=cors)
+    await fill(app)
+    for target in TAKEN:
+        for _ in range(2):  # the second one may come from the answer cache
+            got = fast(app, target)
+            assert got is not None, target
+            assert got == await asgi_answer(app, "GET", target), target
+    for target in DECLINED:
+        assert fast(app, target) is None, target
+    _, headers, body = await asgi_answer(app, "GET", "/v2/keys/big")
+    assert len(body) > 3000 and b"content-length" not in dict(headers)  # the server chunks it
+
+
+async def test_specific_cors_origins_take_the_general_path(server: EtcdServer) -> None:
+    app = make_app(server, cors=("http://dash.example",))
+    await fill(app)
+    assert fast(app, "/v2/keys/a") is None
+
+
+async def test_v2_disabled_takes_the_general_path(server: EtcdServer) -> None:
+    app = make_app(server, enable_v2=False)
+    assert fast(app, "/v2/keys/a") is None
+
+
+async def test_answers_follow_writes_and_ttls(server: EtcdServer) -> None:
+    app = make_app(server)
+    await put(app, "/a", "value=1")
+    first = fast(app, "/v2/keys/a")
+    assert first is not None and orjson.loads(first[2])["node"]["value"] == "1"
+    await put(app, "/a", "value=2")
+    second = fast(app, "/v2/keys/a")
+    assert second is not None and orjson.loads(second[2])["node"]["value"] == "2"
+    assert dict(second[1])[b"x-etcd-index"] > dict(first[1])[b"x-etcd-index"]
+    # a write elsewhere moves the indexes this answer shows
+    await put(app, "/other", "value=o")
+    third = fast(app, "/v2/keys/a")
+    assert third is not None and dict(third[1])[b"x-etcd-index"] == b"%d" % server.v2.current_index
+    # a 404 turns into the key once it is created
+    missing = fast(app, "/v2/keys/new")
+    assert missing is not None and missing[0] == 404
+    await put(app, "/new", "value=n")
+    created = fast(app, "/v2/keys/new")
+    assert created is not None and created[0] == 200
+    # remaining TTLs are computed at read time, never reused
+    await put(app, "/t", "value=t&ttl=5")
+    ttl_before = orjson.loads(fast(app, "/v2/keys/t")[2])["node"]["ttl"]  # type: ignore[index]
+    await asyncio.sleep(1.1)
+    ttl_after = orjson.loads(fast(app, "/v2/keys/t")[2])["node"]["ttl"]  # type: ignore[index]
+    assert ttl_after < ttl_before
+
+
+async def test_reads_are_counted_in_the_store_stats(server: EtcdServer) -> None:
+    app = make_app(server)
+    await put(app, "/a", "value=1")
+    before = dict(server.v2.stats)
+    for _ in range(3):
+        assert fast(app, "/v2/keys/a") is not None
+        assert fast(app, "/v2/keys/missing") is not None
+    after = server.v2.stats
+    assert after["getsSuccess"] - before["getsSuccess"] == 3
+    assert after["getsFail"] - before["getsFail"] == 3
