@@ -7,6 +7,7 @@ as etcd 3.4 applies them. /v2/keys is handed to v2api; nothing here touches the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -89,7 +90,7 @@ class ClientApp:
         self.cors_any = "*" in cors
         self.cors_origins = frozenset(cors)
         self.enable_v2 = enable_v2
-        self.keys = KeysHandler(backend)
+        self.keys = KeysHandler(backend, CORS_ANY_HEADERS if self.cors_any else None)
         self.cluster_header = (b"x-etcd-cluster-id", format(backend.cluster_id, "x").encode())
         self.client_urls = client_urls
 
@@ -104,31 +105,34 @@ class ClientApp:
         return []
 
     def fast_response(
-        self, method: str, raw_path: bytes, query: bytes, headers: Headers
-    ) -> tuple[int, Headers, bytes] | None:
-        """The answer to a body-less request that needs no waiting, or None for __call__.
+        self, method: str, raw_path: bytes, query: bytes, headers: Headers, body: bytes
+    ) -> tuple[int, Headers, bytes] | asyncio.Future[tuple[int, Headers, bytes]] | None:
+        """The answer to a request that needs no task, or None for __call__.
 
         app/httpserver.py asks this first (other ASGI servers never do): a plain GET of
-        /v2/keys/... is answered here without a task, a scope or send coroutines. Only paths
-        that need no cleaning, unescaping or CORS origin matching qualify, so the answer is
-        byte for byte the one __call__ would give.
+        /v2/keys/... is answered at once, a PUT/POST/DELETE on a leader through a Future. Only
+        paths that need no cleaning, unescaping or CORS origin matching qualify, and the answer
+        is byte for byte the one __call__ would give.
         """
-        if method != "GET" or not raw_path.startswith(b"/v2/keys") or not self.enable_v2:
+        if not raw_path.startswith(b"/v2/keys") or not self.enable_v2:
             return None
         if b"%" in raw_path or b"//" in raw_path or b"/." in raw_path:
+            return None
+        if self.cors_origins and not self.cors_any:
             return None
         key_path = raw_path[8:].decode("utf-8", "surrogateescape")
         if key_path and key_path[0] != "/":
             return None  # /v2/keysfoo: not the keys handler
-        if self.cors_origins and not self.cors_any:
-            return None
-        answer = self.keys.fast_get(key_path, query)
-        if answer is None:
-            return None
-        if self.cors_any:
-            status, answer_headers, body = answer
-            return status, [*CORS_ANY_HEADERS, *answer_headers], body
-        return answer
+        if method == "GET":
+            return self.keys.fast_get(key_path, query)
+        if method in ("PUT", "POST", "DELETE"):
+            content_type = None
+            for name, value in headers:
+                if name == b"content-type":
+                    content_type = value.decode("latin-1")
+                    break
+            return self.keys.fast_write(method, key_path, query, content_type, body)
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

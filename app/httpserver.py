@@ -46,10 +46,14 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 StartMode = Literal["batch", "eager", "task"]
-# app.fast_response(method, raw_path, query, headers) -> (status, headers, body) or None: the
-# headers are complete and lower-case (no content-length: the body goes out chunked).
+# app.fast_response(method, raw_path, query, headers, body) -> an answer (status, headers, body),
+# a Future of one (the connection answers when it resolves), or None (the request goes to the ASGI
+# app instead). Answer headers are complete and lower-case (no content-length: chunked body).
 FastAnswer = tuple[int, list[tuple[bytes, bytes]], bytes]
-FastResponder = Callable[[str, bytes, bytes, list[tuple[bytes, bytes]]], FastAnswer | None]
+FastResponder = Callable[
+    [str, bytes, bytes, list[tuple[bytes, bytes]], bytes], "FastAnswer | asyncio.Future[FastAnswer] | None"
+]
+FAST_BODY_MAX: Final = 64 * 1024  # bigger bodies always take the ASGI path
 
 log = logging.getLogger("etcdpy.httpserver")
 
@@ -187,6 +191,7 @@ class _Cycle:
         "conn",
         "disconnected",
         "expect_100",
+        "fast",
         "final_sent",
         "head",
         "http11",
@@ -218,6 +223,7 @@ class _Cycle:
         self.pending_head: bytes | None = None  # the head, written with the first body
         self.chunked = False
         self.remaining = -1  # content-length still owed; -1: no content-length
+        self.fast: tuple[str, bytes, bytes] | None = None  # (method, raw_path, query): try fast_response
 
     # ---- from the connection -------------------------------------------------------------
 
@@ -531,18 +537,18 @@ class HttpProtocol(asyncio.Protocol):
         method_b = parser.get_method()
         method = _METHODS.get(method_b) or method_b.decode("ascii", "replace")
         version = parser.get_http_version()
-        if (
+        fast_ok = (
             self.state.fast is not None
             and self.cycle is None
             and not self.queue
-            and self.content_length <= 0
             and not self.transfer_encoding
+            and not self.expect_100
             and not self.write_paused
             and version == "1.1"
             and not self.state.stopping
             and parser.should_keep_alive()
-            and self._try_fast(method, raw_path, query)
-        ):
+        )
+        if fast_ok and self.content_length <= 0 and self._try_fast(method, raw_path, query, b"", None):
             return
         scope: Scope = {
             "type": "http",
@@ -564,21 +570,58 @@ class HttpProtocol(asyncio.Protocol):
             self._too_large(cycle)
             return
         self.parsing = cycle
+        if fast_ok and 0 < self.content_length <= FAST_BODY_MAX:
+            # Held back until its body is complete (on_message_complete), then offered to
+            # fast_response; nothing else can be parsed or queued on this connection meanwhile.
+            cycle.fast = (method, raw_path, query)
+            return
         self.queue.append(cycle)
         if len(self.queue) > MAX_PIPELINE:
             self._pause_reading()
 
-    def _try_fast(self, method: str, raw_path: bytes, query: bytes) -> bool:
-        """Answer a body-less keep-alive request through the app's fast_response, in order
-        (nothing else is queued or running on this connection), with no task or scope."""
+    def _try_fast(
+        self, method: str, raw_path: bytes, query: bytes, body: bytes, cycle: _Cycle | None
+    ) -> bool:
+        """Offer a keep-alive request, next in line on its connection, to the app's fast_response:
+        True if it answered (at once, or later through a Future; then `cycle` is the running one)."""
         assert self.state.fast is not None
         try:
-            answer = self.state.fast(method, raw_path, query, self.headers)
+            answer = self.state.fast(method, raw_path, query, self.headers, body)
         except Exception:
             log.exception("fast_response failed; answering through the ASGI app")
             return False
         if answer is None:
             return False
+        if isinstance(answer, tuple):
+            self.transport.write(self._fast_bytes(answer))
+            self.touched = True
+            if cycle is not None:
+                cycle.started = cycle.complete = True
+            return True
+        if cycle is None:  # only requests held back as a cycle may answer later
+            answer.cancel()
+            log.error("fast_response returned a Future for a body-less request")
+            return False
+        self.cycle = cycle
+        answer.add_done_callback(lambda fut: self._fast_done(cycle, fut))
+        return True
+
+    def _fast_done(self, cycle: _Cycle, fut: asyncio.Future[FastAnswer]) -> None:
+        if cycle.disconnected or self.closed:
+            return
+        cycle.started = cycle.complete = True
+        if fut.cancelled() or fut.exception() is not None:
+            if not fut.cancelled():
+                log.error("fast_response's answer failed", exc_info=fut.exception())
+            cycle.keep_alive = False
+            self.transport.write(_plain_response(500, b"Internal Server Error", self.state.date_line))
+        else:
+            if self.state.stopping:
+                cycle.keep_alive = False
+            self.transport.write(self._fast_bytes(fut.result(), close=not cycle.keep_alive))
+        self.response_done(cycle)
+
+    def _fast_bytes(self, answer: FastAnswer, close: bool = False) -> bytes:
         status, headers, body = answer
         parts = [STATUS_LINE.get(status) or _status_line(status), self.state.date_line]
         chunked = True
@@ -587,15 +630,14 @@ class HttpProtocol(asyncio.Protocol):
                 chunked = False
             parts += (name, b": ", value, b"\r\n")
         if status in (204, 304) or status < 200:
-            parts.append(b"\r\n")
-        elif chunked:
-            parts.append(b"transfer-encoding: chunked\r\n\r\n")
-            parts.append(b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n")
-        else:
-            parts += (b"\r\n", body)
-        self.transport.write(b"".join(parts))
-        self.touched = True
-        return True
+            body = b""
+        elif chunked:  # as _Cycle frames an answer without a content-length
+            parts.append(b"transfer-encoding: chunked\r\n")
+            body = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n"
+        if close:
+            parts.append(b"connection: close\r\n")
+        parts += (b"\r\n", body)
+        return b"".join(parts)
 
     def on_body(self, body: bytes) -> None:
         cycle = self.parsing
@@ -617,6 +659,14 @@ class HttpProtocol(asyncio.Protocol):
             return
         self.parsing = None
         cycle.more_body = False
+        fast = cycle.fast
+        if fast is not None:
+            cycle.fast = None
+            body = cycle.body[0] if len(cycle.body) == 1 else b"".join(cycle.body)
+            if cycle.disconnected or self._try_fast(*fast, body, cycle):
+                return
+            self.queue.append(cycle)  # the ASGI app answers it, with its whole body waiting
+            return
         cycle.wake()
 
     # ---- requests --------------------------------------------------------------------------

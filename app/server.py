@@ -153,6 +153,11 @@ def _trim(s: str) -> str:
     return s.rstrip("0").rstrip(".") if "." in s else s
 
 
+def _time_out(fut: asyncio.Future[Result]) -> None:
+    if not fut.done():
+        fut.set_exception(RequestTimeout())
+
+
 class EtcdServer(V3BackendMixin):
     def __init__(self, cfg: Config, *, joined: JoinInfo | None = None) -> None:
         """`joined`: this member joins a running cluster (--initial-cluster-state existing)."""
@@ -252,6 +257,31 @@ class EtcdServer(V3BackendMixin):
     async def propose(self, cmd: Command) -> Result:
         req_id = self._new_request_id()
         return await self._propose_entry(req_id, encode(req_id, cmd), conf=False)
+
+    def propose_local(self, cmd: Command) -> asyncio.Future[Result] | None:
+        """propose() without a task, when this member leads: a Future of the apply's result
+        (RequestTimeout after request_timeout_s, like propose), or None: then use propose()
+        (a follower forwards; a leader that is stepping down looks again)."""
+        if self.node.lead != self._id:
+            return None
+        req_id = self._new_request_id()
+        data = encode(req_id, cmd)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Result] = loop.create_future()
+        self._waiters[req_id] = fut
+        try:
+            self.node.propose(data)
+        except (NotLeader, ProposalDropped, Stopped):
+            del self._waiters[req_id]
+            return None
+        timer = loop.call_later(self.request_timeout_s, _time_out, fut)
+
+        def settled(_: asyncio.Future[Result]) -> None:
+            timer.cancel()
+            self._waiters.pop(req_id, None)
+
+        fut.add_done_callback(settled)
+        return fut
 
     async def _propose_entry(self, req_id: int, data: bytes, *, conf: bool) -> Result:
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()

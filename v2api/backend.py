@@ -5,6 +5,7 @@ Must not import raft or app: the arrows point from app to v2api, never back.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,6 +41,11 @@ class Backend(Protocol):
 
     async def propose(self, cmd: Command) -> Result:
         """Commit cmd through the log and return its apply result. Raises ServerError."""
+        ...
+
+    def propose_local(self, cmd: Command) -> asyncio.Future[Result] | None:
+        """propose() without a task where the member can (it leads): a Future of the result, or
+        None, and then the caller uses propose()."""
         ...
 
     def now_ns(self) -> int: ...

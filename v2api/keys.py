@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from store.apply import Result
 from store.commands import (
     Command,
     V2CompareAndDelete,
@@ -72,8 +73,10 @@ STORE_ERROR_CODES: dict[type[StoreError], int] = {
 
 
 class KeysHandler:
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, answer_prefix: Headers | None = None) -> None:
         self.backend = backend
+        # Headers the access layer puts before every answer (CORS): fast answers carry them.
+        self._answer_prefix: Headers = list(answer_prefix or ())
         self._cluster_header = (b"x-etcd-cluster-id", format(backend.cluster_id, "x").encode())
         # Recursive reads of a directory (confd, service discovery) repeat between writes:
         # (path, sorted) -> (store index, event, rendered body), valid while the store index
@@ -90,9 +93,12 @@ class KeysHandler:
         index, term = self.backend.raft_index_term()
         return [(b"x-raft-index", b"%d" % index), (b"x-raft-term", b"%d" % term)]
 
+    def _error_answer(self, code: int, cause: str, index: int) -> Answer:
+        headers: Headers = [CT_JSON, self._cluster_header, (b"x-etcd-index", b"%d" % index)]
+        return V2_STATUS.get(code, 400), headers, error_json(code, cause, index)
+
     async def _error(self, send: Send, code: int, cause: str, index: int, head: bool) -> None:
-        headers: Headers = [CT_JSON, self._cluster_header, (b"x-etcd-index", str(index).encode())]
-        await respond(send, V2_STATUS.get(code, 400), headers, error_json(code, cause, index), head=head)
+        await respond(send, *self._error_answer(code, cause, index), head=head)
 
     async def _store_error(self, send: Send, err: StoreError, head: bool) -> None:
         await respond(send, *self._store_error_answer(err), head=head)
@@ -115,11 +121,6 @@ class KeysHandler:
         cause = err.cause if isinstance(err, CompareFailed) else strip_prefix(err.cause)
         headers: Headers = [CT_JSON, self._cluster_header, (b"x-etcd-index", b"%d" % err.index)]
         return V2_STATUS.get(code, 400), headers, error_json(code, cause, err.index)
-
-    async def _event(
-        self, send: Send, e: Event, req: KeyRequest, head: bool, body: bytes | None = None
-    ) -> None:
-        await respond(send, *self._event_answer(e, req, body), head=head)
 
     def local_get(self, req: KeyRequest) -> Answer:
         """A GET answered from this member's own store (no quorum, no wait): never suspends."""
@@ -154,14 +155,53 @@ class KeysHandler:
         if req.wait or req.quorum:
             return None
         stamp = store.current_index
-        status, headers, body = self.local_get(req)
-        answer = (status, go_framed(status, headers, body), body)
+        answer = self._framed(self.local_get(req))
+        status, _, body = answer
         stat = "getsSuccess" if status == 200 else "getsFail"
         if status != 200 or not _has_ttl_marker(body):
             if len(self._answer_cache) >= ANSWER_CACHE_MAX:
                 self._answer_cache.clear()
             self._answer_cache[cache_key] = (stamp, index, term, answer, stat)
         return answer
+
+    def fast_write(
+        self, method: str, key_path: str, query: bytes, content_type: str | None, body: bytes
+    ) -> asyncio.Future[Answer] | None:
+        """A PUT, POST or DELETE proposed without a task (this member leads): a Future of the
+        whole answer, or None when it needs the general path (__call__)."""
+        try:
+            form = parse_form(method, query.decode("utf-8", "surrogateescape"), content_type, body)
+            req = parse_key_request(method, key_path, form)
+        except (FormError, RequestError):
+            return None
+        result = self.backend.propose_local(self._command(req))
+        if result is None:
+            return None
+        answer: asyncio.Future[Answer] = result.get_loop().create_future()
+
+        def applied(fut: asyncio.Future[Result]) -> None:
+            if answer.cancelled():
+                return
+            try:
+                answer.set_result(self._framed(self._write_answer(fut.result(), req)))
+            except ServerError as err:
+                answer.set_result(self._framed(self._error_answer(300, err.cause, 0)))
+            except BaseException as exc:  # a bug: the server answers 500 and logs it
+                answer.set_exception(exc)
+
+        result.add_done_callback(applied)
+        return answer
+
+    def _write_answer(self, result: Result, req: KeyRequest) -> Answer:
+        if isinstance(result, StoreError):
+            return self._store_error_answer(result)
+        if isinstance(result, Event):
+            return self._event_answer(result, req)
+        return self._error_answer(300, "etcdserver: unexpected apply result", 0)  # pragma: no cover
+
+    def _framed(self, answer: Answer) -> Answer:
+        status, headers, body = answer
+        return status, [*self._answer_prefix, *go_framed(status, headers, body)], body
 
     def _local_listing(self, req: KeyRequest) -> tuple[Event, bytes | None]:
         """A local recursive read, answered from the listing cache when nothing changed since."""
@@ -230,12 +270,7 @@ class KeysHandler:
         except ServerError as err:
             await self._error(send, 300, err.cause, 0, head)
             return
-        if isinstance(result, StoreError):
-            await self._store_error(send, result, head)
-        elif isinstance(result, Event):
-            await self._event(send, result, req, head)
-        else:  # pragma: no cover - every v2 command yields an event or an error
-            await self._error(send, 300, "etcdserver: unexpected apply result", 0, head)
+        await respond(send, *self._write_answer(result, req), head=head)
 
     def _command(self, req: KeyRequest) -> Command:
         expire_ns = expire_ns_for(req.ttl, self.backend.now_ns())

@@ -1,10 +1,12 @@
-"""ClientApp.fast_response (the task-free answer app/httpserver.py gives plain GETs) against the
-ASGI path of the same app: the same status, headers and body for every request it takes, the
-general path for every request it declines, fresh answers after writes, and the same stats."""
+"""ClientApp.fast_response (the task-free answers app/httpserver.py gives plain GETs and writes)
+against the ASGI path: the same status, headers and body for every request it takes, the general
+path for every request it declines, fresh answers after writes, and the same stats."""
 
 from __future__ import annotations
 
 import asyncio
+import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,7 +15,7 @@ import pytest
 
 from app.asgi import ClientApp
 from app.server import EtcdServer
-from tests.api.conftest import make_app
+from tests.api.conftest import make_app, running_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -61,7 +63,15 @@ async def asgi_answer(app: ClientApp, method: str, target: str, body: bytes = b"
 
 def fast(app: ClientApp, target: str) -> Answer | None:
     parts = urlsplit(target)
-    return app.fast_response("GET", parts.path.encode(), parts.query.encode(), [])
+    answer = app.fast_response("GET", parts.path.encode(), parts.query.encode(), [], b"")
+    assert not isinstance(answer, asyncio.Future)
+    return answer
+
+
+def same_but_expiry(a: Answer, b: Answer) -> bool:
+    """Equal answers, but for the expiration instants (each member computed its own)."""
+    expiry = re.compile(rb'"expiration":"[^"]+"')
+    return (a[0], a[1], expiry.sub(b"", a[2])) == (b[0], b[1], expiry.sub(b"", b[2]))
 
 
 async def put(app: ClientApp, key: str, form: str) -> None:
@@ -171,3 +181,72 @@ async def test_reads_are_counted_in_the_store_stats(server: EtcdServer) -> None:
     after = server.v2.stats
     assert after["getsSuccess"] - before["getsSuccess"] == 3
     assert after["getsFail"] - before["getsFail"] == 3
+
+
+FORM = [(b"content-type", b"application/x-www-form-urlencoded")]
+WRITES: list[tuple[str, str, bytes]] = [
+    ("PUT", "/v2/keys/a", b"value=1"),
+    ("PUT", "/v2/keys/a", b"value=2"),
+    ("PUT", "/v2/keys/a?prevExist=false", b"value=3"),
+    ("PUT", "/v2/keys/a?prevValue=9", b"value=3"),
+    ("PUT", "/v2/keys/a?prevValue=2&prevIndex=5", b"value=3"),
+    ("PUT", "/v2/keys/a?prevExist=true", b"value=4"),
+    ("PUT", "/v2/keys/a", b"value=5&noValueOnSuccess=true"),
+    ("PUT", "/v2/keys/d?dir=true", b""),
+    ("PUT", "/v2/keys/d", b"value=x"),
+    ("POST", "/v2/keys/q", b"value=first"),
+    ("POST", "/v2/keys/q", b"value=second"),
+    ("PUT", "/v2/keys/big", b"value=" + b"b" * 3000),
+    ("PUT", "/v2/keys/_hidden", b"value=h"),
+    ("PUT", "/v2/keys/t", b"value=t&ttl=50"),
+    ("PUT", "/v2/keys/t", b"ttl=60&refresh=true&prevExist=true"),
+    ("DELETE", "/v2/keys/d", b""),
+    ("DELETE", "/v2/keys/d?dir=true", b""),
+    ("DELETE", "/v2/keys/a?prevValue=nope", b""),
+    ("DELETE", "/v2/keys/a?prevIndex=10", b""),
+    ("DELETE", "/v2/keys/nokey", b""),
+    ("DELETE", "/v2/keys/q?recursive=true", b""),
+    ("PUT", "/v2/keys", b"value=root"),
+]
+WRITES_DECLINED: list[tuple[str, str, bytes]] = [
+    ("PUT", "/v2/keys/a?ttl=bad", b"value=1"),  # request errors answer through __call__
+    ("PUT", "/v2/keys/a", b"value=%zz"),
+    ("PUT", "/v2/keys//a", b"value=1"),
+    ("PATCH", "/v2/keys/a", b"value=1"),
+    ("POST", "/v3/kv/put", b"{}"),
+]
+
+
+async def test_fast_writes_equal_the_asgi_writes(tmp_path: Path) -> None:
+    """The same writes on two fresh members, one through each path: the same answers."""
+    async with running_server(tmp_path / "fast") as fast_srv, running_server(tmp_path / "asgi") as asgi_srv:
+        fast_app, asgi_app = make_app(fast_srv), make_app(asgi_srv)
+        for method, target, body in WRITES:
+            parts = urlsplit(target)
+            pending = fast_app.fast_response(method, parts.path.encode(), parts.query.encode(), FORM, body)
+            assert isinstance(pending, asyncio.Future), target
+            got = await asyncio.wait_for(pending, 5)
+            want = await asgi_answer(asgi_app, method, target, body)
+            assert same_but_expiry(got, want), (method, target)
+        for method, target, body in WRITES_DECLINED:
+            parts = urlsplit(target)
+            assert (
+                fast_app.fast_response(method, parts.path.encode(), parts.query.encode(), FORM, body) is None
+            )
+        assert fast_srv.v2.stats == asgi_srv.v2.stats
+
+
+async def test_fast_write_failure_is_an_etcd_error(server: EtcdServer) -> None:
+    """A proposal whose apply never answers it times out as etcd's error 300, like propose()."""
+    app = make_app(server)
+    server.request_timeout_s = 0.2
+    pending = app.fast_response("PUT", b"/v2/keys/a", b"", FORM, b"value=1")
+    assert isinstance(pending, asyncio.Future)
+    server._waiters.clear()  # the apply finds nobody to answer
+    status, _, body = await asyncio.wait_for(pending, 5)
+    assert status == 500 and orjson.loads(body) == {
+        "errorCode": 300,
+        "message": "Raft Internal Error",
+        "cause": "etcdserver: request timed out",
+        "index": 0,
+    }

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from app.httpserver import Receive, Scope, Send, serve_asgi
+from app.httpserver import FAST_BODY_MAX, FastAnswer, Receive, Scope, Send, serve_asgi
 
 LOOPS = ["asyncio", "uvloop"]
 Events = list[str]
@@ -628,12 +628,22 @@ class FastApp:
         await send({"type": "http.response.body", "body": body})
 
     def fast_response(
-        self, method: str, raw_path: bytes, query: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        self, method: str, raw_path: bytes, query: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> FastAnswer | asyncio.Future[FastAnswer] | None:
         self.events.append(f"fast {method} {raw_path.decode()}")
         if raw_path == b"/fast-boom":
             raise ValueError("boom")
-        return self._answer(raw_path, query)
+        if raw_path in (b"/fast-later", b"/fast-fail-later"):
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[FastAnswer] = loop.create_future()
+            if raw_path == b"/fast-later":
+                answer = b"later " + body
+                ok = (200, [(b"content-length", b"%d" % len(answer))], answer)
+                loop.call_later(0.05, lambda: fut.done() or fut.set_result(ok))
+            else:
+                loop.call_later(0.05, lambda: fut.set_exception(ValueError("later")))
+            return fut
+        return self._answer(raw_path, query) if method == "GET" else None
 
     def _answer(self, raw_path: bytes, query: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         if not raw_path.startswith(b"/fast") or raw_path == b"/fast-boom":
@@ -688,14 +698,29 @@ def test_fast_response_only_for_bodyless_keep_alive_requests(loop_kind: str) -> 
         events: Events = []
         async with serving(FastApp(events)) as (port, _, _):
             reader, writer = await connect(port)
-            # a body, a chunked body, HEAD's absence of a body: all through the ASGI app
-            writer.write(b"POST /fast HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi")
-            r = await read_response(reader)
-            assert (r.status, r.body) == (404, b"nope")
+            # a chunked body, 100-continue, a body over FAST_BODY_MAX: all through the ASGI app
             writer.write(b"GET /fast HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
             r = await read_response(reader)
             assert (r.status, r.body) == (200, b"fast ")
-            assert events == ["start /fast", "end /fast", "asgi /fast"]
+            writer.write(
+                b"PUT /fast-later HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
+            )
+            writer.write(b"hi")
+            r = await read_response(reader)
+            assert (r.status, r.body) == (404, b"nope")
+            big = b"x" * (FAST_BODY_MAX + 1)
+            writer.write(
+                b"PUT /fast-later HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%b" % (len(big), big)
+            )
+            r = await read_response(reader)
+            assert (r.status, r.body) == (404, b"nope")
+            assert events == [
+                "asgi /fast",
+                "start /fast-later",
+                "end /fast-later",
+                "start /fast-later",
+                "end /fast-later",
+            ]
             # a failing fast_response falls back to the app (which answers 404 here)
             writer.write(get("/fast-boom"))
             r = await read_response(reader)
@@ -712,5 +737,43 @@ def test_fast_response_only_for_bodyless_keep_alive_requests(loop_kind: str) -> 
             r = await read_response(reader)
             assert r.headers["connection"] == "close" and await closed_by_server(reader)
             assert events == ["asgi /fast", "asgi /fast"]
+
+    run(loop_kind, main)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_fast_response_answers_later_through_a_future(loop_kind: str) -> None:
+    async def main() -> None:
+        events: Events = []
+        async with serving(FastApp(events)) as (port, _, _):
+            reader, writer = await connect(port)
+            # the body arrives after the head: the request waits for it, then goes the fast way;
+            # requests pipelined behind a pending answer wait for it
+            writer.write(b"PUT /fast-later HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nab")
+            await asyncio.sleep(0.05)
+            writer.write(b"cde" + get("/fast?after") + get("/hello"))
+            answers = [await read_response(reader) for _ in range(3)]
+            assert [a.body for a in answers] == [b"later abcde", b"fast after", b"hello"]
+            assert events[0] == "fast PUT /fast-later" and "start /fast-later" not in events
+            # a failed Future: 500, and the connection ends
+            writer.write(b"PUT /fast-fail-later HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx")
+            r = await read_response(reader)
+            assert r.status == 500 and r.headers["connection"] == "close" and await closed_by_server(reader)
+            # a client gone before its answer: nothing is written, the server goes on
+            reader, writer = await connect(port)
+            writer.write(b"PUT /fast-later HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx")
+            await asyncio.sleep(0.01)
+            writer.transport.abort()
+            await asyncio.sleep(0.1)
+            reader, writer = await connect(port)
+            writer.write(get("/fast?still"))
+            assert (await read_response(reader)).body == b"fast still"
+            # a graceful stop lets a pending answer finish, with connection: close
+            writer.write(b"PUT /fast-later HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nz")
+            await asyncio.sleep(0.01)
+        # leaving the block stopped the server: the pending answer went out first
+        r = await read_response(reader)
+        assert r.body == b"later z" and r.headers["connection"] == "close"
+        assert await closed_by_server(reader)
 
     run(loop_kind, main)
