@@ -86,8 +86,8 @@ class ClientApp:
         self.backend = backend
         if v3 is None and hasattr(backend, "v3_range"):
             v3 = cast(V3Backend, backend)  # EtcdServer with V3BackendMixin serves both APIs
-        self.v3 = V3Gateway(v3) if v3 is not None else None
         self.cors_any = "*" in cors
+        self.v3 = V3Gateway(v3, CORS_ANY_HEADERS if self.cors_any else None) if v3 is not None else None
         self.cors_origins = frozenset(cors)
         self.enable_v2 = enable_v2
         self.keys = KeysHandler(backend, CORS_ANY_HEADERS if self.cors_any else None)
@@ -110,15 +110,23 @@ class ClientApp:
         """The answer to a request that needs no task, or None for __call__.
 
         app/httpserver.py asks this first (other ASGI servers never do): a plain GET of
-        /v2/keys/... is answered at once, a PUT/POST/DELETE on a leader through a Future. Only
+        /v2/keys/... and a v3 range are answered at once, a v2 PUT/POST/DELETE and a v3 put on a
+        leader through a Future. Only
         paths that need no cleaning, unescaping or CORS origin matching qualify, and the answer
         is byte for byte the one __call__ would give.
         """
-        if not raw_path.startswith(b"/v2/keys") or not self.enable_v2:
-            return None
         if b"%" in raw_path or b"//" in raw_path or b"/." in raw_path:
             return None
         if self.cors_origins and not self.cors_any:
+            return None
+        if raw_path.startswith(b"/v3/"):
+            if method != "POST" or self.v3 is None:
+                return None
+            for name, _ in headers:
+                if name == b"x-http-method-override":
+                    return None
+            return self.v3.fast_unary(raw_path.decode("latin-1"), body)
+        if not raw_path.startswith(b"/v2/keys") or not self.enable_v2:
             return None
         key_path = raw_path[8:].decode("utf-8", "surrogateescape")
         if key_path and key_path[0] != "/":

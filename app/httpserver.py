@@ -548,7 +548,12 @@ class HttpProtocol(asyncio.Protocol):
             and not self.state.stopping
             and parser.should_keep_alive()
         )
-        if fast_ok and self.content_length <= 0 and self._try_fast(method, raw_path, query, b"", None):
+        if (
+            fast_ok
+            and method == "GET"
+            and self.content_length <= 0
+            and self._try_fast(method, raw_path, query, b"", None)
+        ):
             return
         scope: Scope = {
             "type": "http",
@@ -570,9 +575,10 @@ class HttpProtocol(asyncio.Protocol):
             self._too_large(cycle)
             return
         self.parsing = cycle
-        if fast_ok and 0 < self.content_length <= FAST_BODY_MAX:
-            # Held back until its body is complete (on_message_complete), then offered to
-            # fast_response; nothing else can be parsed or queued on this connection meanwhile.
+        if fast_ok and method != "GET" and self.content_length <= FAST_BODY_MAX:
+            # Held back until its body (if any) is complete (on_message_complete), then offered
+            # to fast_response, which may answer through a Future (a write); nothing else can be
+            # parsed or queued on this connection meanwhile.
             cycle.fast = (method, raw_path, query)
             return
         self.queue.append(cycle)
@@ -598,10 +604,8 @@ class HttpProtocol(asyncio.Protocol):
             if cycle is not None:
                 cycle.started = cycle.complete = True
             return True
-        if cycle is None:  # only requests held back as a cycle may answer later
-            answer.cancel()
-            log.error("fast_response returned a Future for a body-less request")
-            return False
+        if cycle is None:  # a contract breach: a GET must be answered at once
+            raise RuntimeError("fast_response returned a Future for a GET")
         self.cycle = cycle
         answer.add_done_callback(lambda fut: self._fast_done(cycle, fut))
         return True

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 from raft.core.errors import NotLeader, ProposalDropped
 from raft.core.errors import Stopped as RaftStopped
 from raft.core.types import StateType
-from store.apply import ALARM_ACTIVATE, ALARM_NOSPACE, txn_has_puts
+from store.apply import ALARM_ACTIVATE, ALARM_NOSPACE, Result, txn_has_puts
 from store.commands import (
     Command,
     V3Alarm,
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from app.config import Config
     from app.peers import LeaseTTLTuple, PeerTransport
     from raft.node import RaftNode
-    from store.apply import Applier, Result
+    from store.apply import Applier
     from v2api.backend import MemberInfo
 
 log = logging.getLogger("etcdpy.v3")
@@ -107,6 +107,8 @@ class V3BackendMixin:
         def member_id(self) -> int: ...
 
         async def propose(self, cmd: Command) -> Result: ...
+
+        def propose_local(self, cmd: Command) -> asyncio.Future[Result] | None: ...
 
         async def linearizable_read(self) -> None: ...
 
@@ -177,6 +179,28 @@ class V3BackendMixin:
             return self.applier.v3.range(req)
         except V3Error as err:
             raise _grpc(err) from None
+
+    def v3_range_now(self, req: RangeRequest) -> RangeResponse | None:
+        if not req.serializable:
+            node = self.node
+            if not (
+                node.lead == self.member_id
+                and node.conf_state.voters == (self.member_id,)
+                and node.applied_index >= node.committed_index
+            ):
+                return None  # _linearizable_read would wait
+        try:
+            return self.applier.v3.range(req)
+        except V3Error:
+            return None  # v3_range answers it as the gRPC error
+
+    def v3_put_local(self, req: PutRequest) -> asyncio.Future[Result] | None:
+        quota = self.cfg.quota_backend_bytes
+        if quota >= 0 and self.applier.v3.db_size() + len(req.key) + len(req.value) > (
+            quota or DEFAULT_QUOTA_BYTES
+        ):
+            return None  # _check_quota raises the alarm through the log
+        return self.propose_local(V3Put(req))
 
     async def _check_quota(self, cost: int) -> None:
         """etcd quotaKVServer: past --quota-backend-bytes, raise NOSPACE through the log and refuse."""

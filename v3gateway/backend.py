@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from store.apply import Result
 from store.v3types import (
     CompactionRequest,
     DeleteRangeRequest,
@@ -102,6 +103,16 @@ class V3Backend(Protocol):
         ...
 
     async def v3_put(self, req: PutRequest) -> PutResponse: ...
+
+    def v3_range_now(self, req: RangeRequest) -> RangeResponse | None:
+        """v3_range when it needs no waiting (serializable, or a linearizable read this member
+        can serve at once); None otherwise, and then the caller uses v3_range."""
+        ...
+
+    def v3_put_local(self, req: PutRequest) -> asyncio.Future[Result] | None:
+        """v3_put without a task, when this member leads and the quota allows it: a Future of
+        the apply's result (a PutResponse or a V3Error), or None: then use v3_put."""
+        ...
 
     async def v3_delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse: ...
 

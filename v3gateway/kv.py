@@ -7,13 +7,17 @@ etcd serves it without raft. Must not import app or raft.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from store.v3types import TxnRequest
+from store.apply import Result
+from store.errors import V3Error
+from store.v3types import PutResponse, TxnRequest
 from v3gateway import codec, validate
 from v3gateway.backend import V3Backend
 from v3gateway.codec import Obj
 from v3gateway.common import RAFT_COMPACTION, RAFT_DELETE_RANGE, RAFT_PUT, RAFT_TXN, check_raft_size, header
+from v3gateway.errors import GrpcError
 
 
 async def range_(be: V3Backend, d: dict[str, Any]) -> Obj:
@@ -21,6 +25,43 @@ async def range_(be: V3Backend, d: dict[str, Any]) -> Obj:
     validate.check_range(req)
     resp = await be.v3_range(req)
     return codec.range_obj(header(be, resp.revision), resp)
+
+
+def range_now(be: V3Backend, d: dict[str, Any]) -> Obj | None:
+    """range_ when the backend can answer without waiting, else None (then range_ answers)."""
+    req = codec.to_range_request(d)
+    validate.check_range(req)
+    resp = be.v3_range_now(req)
+    if resp is None:
+        return None
+    return codec.range_obj(header(be, resp.revision), resp)
+
+
+def put_later(be: V3Backend, d: dict[str, Any]) -> asyncio.Future[Obj] | None:
+    """put without a task where the backend can propose at once: a Future of the answer object
+    (or of the GrpcError a failed apply means), else None (then put answers)."""
+    req = codec.to_put_request(d)
+    validate.check_put(req)
+    check_raft_size(be, RAFT_PUT, codec.proto_size(codec.PUT_REQUEST, d))
+    result = be.v3_put_local(req)
+    if result is None:
+        return None
+    answer: asyncio.Future[Obj] = result.get_loop().create_future()
+
+    def applied(fut: asyncio.Future[Result]) -> None:
+        if answer.cancelled():
+            return
+        try:
+            r = fut.result()
+            if isinstance(r, V3Error):
+                raise GrpcError(r.message, r.grpc_code)
+            assert isinstance(r, PutResponse), r
+            answer.set_result(codec.put_obj(header(be, r.revision), r))
+        except BaseException as exc:  # ServerError, GrpcError: the caller answers the error
+            answer.set_exception(exc)
+
+    result.add_done_callback(applied)
+    return answer
 
 
 async def put(be: V3Backend, d: dict[str, Any]) -> Obj:

@@ -9,6 +9,7 @@ failure uses the unary error envelope. Must not import app, raft or v2api.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -21,8 +22,10 @@ from v3gateway.common import GRPC_OVERHEAD_BYTES, etcd_headers
 from v3gateway.errors import (
     Code,
     GrpcError,
+    error_body,
     from_server_error,
     grpc_message_too_large,
+    http_status,
     send_decode_error,
     send_unary_error,
 )
@@ -30,9 +33,11 @@ from v3gateway.gojson import GoJSONError
 from v3gateway.http import (
     CT_JSON,
     CT_TEXT,
+    GO_CHUNK_THRESHOLD,
     GRPC_METADATA,
     NOSNIFF,
     BodyTooLarge,
+    Headers,
     Receive,
     Scope,
     Send,
@@ -42,6 +47,7 @@ from v3gateway.http import (
 )
 from v3gateway.stream import RequestStream, ResponseStream
 
+FastAnswer = tuple[int, Headers, bytes]
 Unary = Callable[[V3Backend, dict[str, Any]], Awaitable[Obj]]
 Streaming = Callable[[V3Backend, RequestStream, ResponseStream], Awaitable[None]]
 
@@ -132,8 +138,10 @@ BODY_READ_CAP: Final = 64 << 20
 class V3Gateway:
     """Raw ASGI handler for every path under /v3/ (after the /v3beta/ rewrite)."""
 
-    def __init__(self, backend: V3Backend) -> None:
+    def __init__(self, backend: V3Backend, answer_prefix: Headers | None = None) -> None:
         self.backend = backend
+        # Headers the access layer puts before every answer (CORS): fast answers carry them.
+        self._answer_prefix: Headers = list(answer_prefix or ())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         route = ROUTES.get(path)
@@ -160,6 +168,67 @@ class V3Gateway:
             await route.stream(self.backend, RequestStream(receive), out)
             return
         await self._unary(scope, receive, send, route)
+
+    def fast_unary(self, path: str, body: bytes) -> FastAnswer | asyncio.Future[FastAnswer] | None:
+        """A range or put answered without a task (app/httpserver.py's fast path), or None for
+        __call__. Anything unusual (errors, learners, waits) is left to __call__, which checks
+        it again and answers it."""
+        if path == "/v3/kv/range":
+            now = True
+        elif path == "/v3/kv/put":
+            now = False
+        else:
+            return None
+        be = self.backend
+        route = ROUTES[path]
+        try:
+            d = codec.decode_body(route.request, body)
+            if (
+                be.v3_is_learner()
+                or codec.proto_size(route.request, d) > be.v3_limits()[0] + GRPC_OVERHEAD_BYTES
+            ):
+                return None
+            if now:
+                obj = kv.range_now(be, d)
+                return None if obj is None else self._ok(obj)
+            pending = kv.put_later(be, d)
+        except (GrpcError, ServerError, GoJSONError):
+            return None
+        if pending is None:
+            return None
+        answer: asyncio.Future[FastAnswer] = pending.get_loop().create_future()
+
+        def done(fut: asyncio.Future[Obj]) -> None:
+            if answer.cancelled():
+                return
+            try:
+                answer.set_result(self._ok(fut.result()))
+            except GrpcError as err:
+                answer.set_result(self._unary_error(err))
+            except ServerError as exc:
+                answer.set_result(self._unary_error(from_server_error(exc)))
+            except BaseException as exc:  # a bug: the server answers 500 and logs it
+                answer.set_exception(exc)
+
+        pending.add_done_callback(done)
+        return answer
+
+    def _ok(self, obj: Obj) -> FastAnswer:
+        body = dumps(obj)
+        headers = [*self._answer_prefix, CT_JSON, GRPC_METADATA, *etcd_headers(self.backend)]
+        if len(body) <= GO_CHUNK_THRESHOLD:
+            headers.append((b"content-length", b"%d" % len(body)))
+        return 200, headers, body
+
+    def _unary_error(self, err: GrpcError) -> FastAnswer:
+        """send_unary_error's answer on a server without trailers (chunked, no content-length)."""
+        headers = [
+            *self._answer_prefix,
+            CT_JSON,
+            *etcd_headers(self.backend),
+            (b"trailer", b"Grpc-Trailer-Content-Type"),
+        ]
+        return http_status(err.code), headers, error_body(err.message, err.code)
 
     async def _unary(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
         be = self.backend

@@ -755,6 +755,12 @@ def test_fast_response_answers_later_through_a_future(loop_kind: str) -> None:
             answers = [await read_response(reader) for _ in range(3)]
             assert [a.body for a in answers] == [b"later abcde", b"fast after", b"hello"]
             assert events[0] == "fast PUT /fast-later" and "start /fast-later" not in events
+            # a write without a body (DELETE) waits its turn as well, and is offered once
+            events.clear()
+            writer.write(b"DELETE /fast-later HTTP/1.1\r\nHost: t\r\n\r\n" + get("/hello"))
+            answers = [await read_response(reader) for _ in range(2)]
+            assert [a.body for a in answers] == [b"later ", b"hello"]
+            assert events == ["fast DELETE /fast-later", "start /hello", "end /hello"]
             # a failed Future: 500, and the connection ends
             writer.write(b"PUT /fast-fail-later HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx")
             r = await read_response(reader)
