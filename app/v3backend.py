@@ -180,15 +180,18 @@ class V3BackendMixin:
         except V3Error as err:
             raise _grpc(err) from None
 
+    def v3_read_ready(self) -> bool:
+        # _linearizable_read's immediate case: the only voter, leading, with its log applied
+        node = self.node
+        return (
+            node.lead == self.member_id
+            and node.conf_state.voters == (self.member_id,)
+            and node.applied_index >= node.committed_index
+        )
+
     def v3_range_now(self, req: RangeRequest) -> RangeResponse | None:
-        if not req.serializable:
-            node = self.node
-            if not (
-                node.lead == self.member_id
-                and node.conf_state.voters == (self.member_id,)
-                and node.applied_index >= node.committed_index
-            ):
-                return None  # _linearizable_read would wait
+        if not req.serializable and not self.v3_read_ready():
+            return None  # _linearizable_read would wait
         try:
             return self.applier.v3.range(req)
         except V3Error:

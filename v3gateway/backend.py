@@ -104,6 +104,10 @@ class V3Backend(Protocol):
 
     async def v3_put(self, req: PutRequest) -> PutResponse: ...
 
+    def v3_read_ready(self) -> bool:
+        """A linearizable read can be served now, without waiting (see v3_range_now)."""
+        ...
+
     def v3_range_now(self, req: RangeRequest) -> RangeResponse | None:
         """v3_range when it needs no waiting (serializable, or a linearizable read this member
         can serve at once); None otherwise, and then the caller uses v3_range."""

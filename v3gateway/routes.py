@@ -48,6 +48,9 @@ from v3gateway.http import (
 from v3gateway.stream import RequestStream, ResponseStream
 
 FastAnswer = tuple[int, Headers, bytes]
+RANGE_CACHE_MAX: Final = 1024
+RANGE_CACHE_BODY_MAX: Final = 4096
+RANGE_CACHE_ANSWER_MAX: Final = 16384
 Unary = Callable[[V3Backend, dict[str, Any]], Awaitable[Obj]]
 Streaming = Callable[[V3Backend, RequestStream, ResponseStream], Awaitable[None]]
 
@@ -142,6 +145,10 @@ class V3Gateway:
         self.backend = backend
         # Headers the access layer puts before every answer (CORS): fast answers carry them.
         self._answer_prefix: Headers = list(answer_prefix or ())
+        # Whole range answers by request body, kept while the raft indexes, the term and the
+        # revision are unchanged (every change of the store or of the headers moves one of
+        # them): body -> ((committed, applied, term, revision), serializable, answer).
+        self._range_cache: dict[bytes, tuple[tuple[int, int, int, int], bool, FastAnswer]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         route = ROUTES.get(path)
@@ -181,6 +188,12 @@ class V3Gateway:
             return None
         be = self.backend
         route = ROUTES[path]
+        if now:
+            st = be.raft_status()
+            stamp = (st.committed_index, st.applied_index, st.term, be.v3_revision())
+            hit = self._range_cache.get(body)
+            if hit is not None and hit[0] == stamp and (hit[1] or be.v3_read_ready()):
+                return hit[2]
         try:
             d = codec.decode_body(route.request, body)
             if (
@@ -190,7 +203,14 @@ class V3Gateway:
                 return None
             if now:
                 obj = kv.range_now(be, d)
-                return None if obj is None else self._ok(obj)
+                if obj is None:
+                    return None
+                ok = self._ok(obj)
+                if len(body) <= RANGE_CACHE_BODY_MAX and len(ok[2]) <= RANGE_CACHE_ANSWER_MAX:
+                    if len(self._range_cache) >= RANGE_CACHE_MAX:
+                        self._range_cache.clear()
+                    self._range_cache[body] = (stamp, bool(d.get("serializable")), ok)
+                return ok
             pending = kv.put_later(be, d)
         except (GrpcError, ServerError, GoJSONError):
             return None

@@ -300,3 +300,34 @@ async def test_fast_v3_equals_the_asgi_v3(tmp_path: Path) -> None:
         override = [(b"x-http-method-override", b"GET")]
         assert fast_app.fast_response("POST", b"/v3/kv/range", b"", override, b"{}") is None
         assert fast_app.fast_response("GET", b"/v3/kv/range", b"", [], b"") is None
+
+
+async def test_v3_range_answers_follow_writes(server: EtcdServer) -> None:
+    """Kept range answers are dropped by any change: a v3 put, a v2 write (the raft index)."""
+    app = make_app(server)
+    rng = orjson.dumps({"key": b64("a")})
+
+    async def fast_range() -> Answer:
+        got = app.fast_response("POST", b"/v3/kv/range", b"", [], rng)
+        assert got is not None and not isinstance(got, asyncio.Future)
+        assert got == await asgi_answer(app, "POST", "/v3/kv/range", rng)  # a read: same server
+        return got
+
+    async def v3_put(value: str) -> None:
+        pending = app.fast_response(
+            "POST", b"/v3/kv/put", b"", [], orjson.dumps({"key": b64("a"), "value": b64(value)})
+        )
+        assert isinstance(pending, asyncio.Future)
+        assert (await asyncio.wait_for(pending, 5))[0] == 200
+
+    def value_of(answer: Answer) -> str:
+        return base64.b64decode(orjson.loads(answer[2])["kvs"][0]["value"]).decode()
+
+    await v3_put("1")
+    assert value_of(await fast_range()) == value_of(await fast_range()) == "1"
+    await v3_put("2")
+    assert value_of(await fast_range()) == "2"
+    before = dict((await fast_range())[1])[b"x-raft-index"]
+    await put(app, "/v2key", "value=x")
+    after = dict((await fast_range())[1])[b"x-raft-index"]
+    assert int(after) > int(before)
