@@ -35,7 +35,7 @@ from v2api.http import (
     read_body,
     respond,
 )
-from v2api.keys import KeysHandler
+from v2api.keys import Answer, KeysHandler, WaitAnswer
 from v2api.params import go_unescape
 from v2api.render import go_json
 from v3gateway.backend import V3Backend
@@ -106,12 +106,13 @@ class ClientApp:
 
     def fast_response(
         self, method: str, raw_path: bytes, query: bytes, headers: Headers, body: bytes
-    ) -> tuple[int, Headers, bytes] | asyncio.Future[tuple[int, Headers, bytes]] | None:
+    ) -> Answer | WaitAnswer | asyncio.Future[Answer] | None:
         """The answer to a request that needs no task, or None for __call__.
 
         app/httpserver.py asks this first (other ASGI servers never do): a plain GET of
         /v2/keys/... and a v3 range are answered at once, a v2 PUT/POST/DELETE and a v3 put on a
-        leader through a Future. Only
+        leader through a Future, a v2 long poll (wait=true, not stream) with its head at once
+        and its body through a Future. Only
         paths that need no cleaning, unescaping or CORS origin matching qualify, and the answer
         is byte for byte the one __call__ would give.
         """

@@ -49,7 +49,9 @@ StartMode = Literal["batch", "eager", "task"]
 # app.fast_response(method, raw_path, query, headers, body) -> an answer (status, headers, body),
 # a Future of one (the connection answers when it resolves), or None (the request goes to the ASGI
 # app instead). Answer headers are complete and lower-case (no content-length: chunked body).
-FastAnswer = tuple[int, list[tuple[bytes, bytes]], bytes]
+# An answer to a GET whose body is a Future[bytes] is a long poll: the head goes out at once, the
+# body (chunked) when the Future resolves; it is cancelled when the client leaves first.
+FastAnswer = tuple[int, list[tuple[bytes, bytes]], "bytes | asyncio.Future[bytes]"]
 FastResponder = Callable[
     [str, bytes, bytes, list[tuple[bytes, bytes]], bytes], "FastAnswer | asyncio.Future[FastAnswer] | None"
 ]
@@ -202,6 +204,7 @@ class _Cycle:
         "scope",
         "started",
         "waiter",
+        "waiting",
     )
 
     def __init__(self, conn: HttpProtocol, scope: Scope, keep_alive: bool, expect_100: bool) -> None:
@@ -224,6 +227,7 @@ class _Cycle:
         self.chunked = False
         self.remaining = -1  # content-length still owed; -1: no content-length
         self.fast: tuple[str, bytes, bytes] | None = None  # (method, raw_path, query): try fast_response
+        self.waiting: asyncio.Future[bytes] | None = None  # a fast answer's body still to come
 
     # ---- from the connection -------------------------------------------------------------
 
@@ -438,6 +442,8 @@ class HttpProtocol(asyncio.Protocol):
             if cycle is not None:
                 cycle.disconnected = True
                 cycle.wake()
+                if cycle.waiting is not None:
+                    cycle.waiting.cancel()
         self.queue.clear()
         self.cycle = self.parsing = None
         waiter = self.drain_waiter
@@ -449,8 +455,15 @@ class HttpProtocol(asyncio.Protocol):
         self.eof = True
         if (self.cycle is None and not self.queue) or self.parsing is not None:
             return None  # close: nothing owed, or a request body that can never be complete
-        if self.cycle is not None:
-            self.cycle.wake()
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.wake()
+            if cycle.waiting is not None:
+                # A long poll ends when its client half-closes (as the ASGI app's does, hearing
+                # the disconnect): the body is dropped, the answer ends, the connection closes.
+                cycle.waiting.cancel()
+                cycle.waiting = None
+                self._end_chunked(cycle, b"0\r\n\r\n")
         return True  # keep the write side open for the answers still owed
 
     def pause_writing(self) -> None:
@@ -599,6 +612,9 @@ class HttpProtocol(asyncio.Protocol):
         if answer is None:
             return False
         if isinstance(answer, tuple):
+            if isinstance(answer[2], asyncio.Future):
+                self._fast_wait(method, answer[0], answer[1], answer[2], cycle)
+                return True
             self.transport.write(self._fast_bytes(answer))
             self.touched = True
             if cycle is not None:
@@ -609,6 +625,49 @@ class HttpProtocol(asyncio.Protocol):
         self.cycle = cycle
         answer.add_done_callback(lambda fut: self._fast_done(cycle, fut))
         return True
+
+    def _fast_wait(
+        self,
+        method: str,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: asyncio.Future[bytes],
+        cycle: _Cycle | None,
+    ) -> None:
+        """A head now and its (chunked) body when `body` resolves: a long poll. The Future is
+        cancelled if the client goes away or half-closes first."""
+        if cycle is None:
+            cycle = _Cycle(self, {"http_version": "1.1", "method": method}, True, False)
+            cycle.more_body = False
+            cycle.final_sent = True
+        cycle.started = cycle.chunked = True
+        cycle.waiting = body
+        self.cycle = cycle
+        parts = [STATUS_LINE.get(status) or _status_line(status), self.state.date_line]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        parts.append(b"transfer-encoding: chunked\r\n\r\n")
+        self.transport.write(b"".join(parts))
+        self.touched = True
+        body.add_done_callback(lambda fut: self._fast_body_done(cycle, fut))
+
+    def _fast_body_done(self, cycle: _Cycle, fut: asyncio.Future[bytes]) -> None:
+        cycle.waiting = None
+        if cycle.disconnected or cycle.complete or self.closed or fut.cancelled():
+            return
+        if fut.exception() is not None:
+            log.error("fast_response's answer failed", exc_info=fut.exception())
+            self.transport.close()  # the head is out: as after a failed ASGI answer
+            return
+        body = fut.result()
+        self._end_chunked(cycle, b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n")
+
+    def _end_chunked(self, cycle: _Cycle, data: bytes) -> None:
+        self.transport.write(data)
+        cycle.complete = True
+        if self.state.stopping:
+            cycle.keep_alive = False
+        self.response_done(cycle)
 
     def _fast_done(self, cycle: _Cycle, fut: asyncio.Future[FastAnswer]) -> None:
         if cycle.disconnected or self.closed:
@@ -627,6 +686,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def _fast_bytes(self, answer: FastAnswer, close: bool = False) -> bytes:
         status, headers, body = answer
+        if not isinstance(body, bytes):
+            raise TypeError("a long poll (a Future body) must be answered at once, to a GET")
         parts = [STATUS_LINE.get(status) or _status_line(status), self.state.date_line]
         chunked = True
         for name, value in headers:

@@ -59,6 +59,7 @@ from v2api.render import V2_STATUS, error_json, event_json, strip_prefix
 
 ALLOW = "HEAD,GET,PUT,POST,DELETE"
 Answer = tuple[int, Headers, bytes]  # status, headers (no content-length), body
+WaitAnswer = tuple[int, Headers, "asyncio.Future[bytes]"]  # a long poll: the body comes later
 
 STORE_ERROR_CODES: dict[type[StoreError], int] = {
     KeyNotFound: 100,
@@ -132,7 +133,7 @@ class KeysHandler:
         except StoreError as err:
             return self._store_error_answer(err)
 
-    def fast_get(self, key_path: str, query: bytes) -> Answer | None:
+    def fast_get(self, key_path: str, query: bytes) -> Answer | WaitAnswer | None:
         """The whole answer (with its content-length) to a plain local GET, or None when it
         needs the general path (a watch, a quorum read, a malformed request: __call__).
 
@@ -152,8 +153,10 @@ class KeysHandler:
             req = parse_key_request("GET", key_path, form)
         except (FormError, RequestError):
             return None
-        if req.wait or req.quorum:
+        if req.quorum or req.stream:
             return None
+        if req.wait:
+            return self._fast_wait(req)
         stamp = store.current_index
         answer = self._framed(self.local_get(req))
         status, _, body = answer
@@ -163,6 +166,39 @@ class KeysHandler:
                 self._answer_cache.clear()
             self._answer_cache[cache_key] = (stamp, index, term, answer, stat)
         return answer
+
+    def _fast_wait(self, req: KeyRequest) -> WaitAnswer | Answer | None:
+        """A long-poll watch without a task: the head now, the event as the body Future's
+        result (b"" when the watcher is closed first); the Future is cancelled by the server
+        when the client leaves, and the watcher goes with it."""
+        try:
+            w = self.backend.v2.watch(req.path, req.recursive, False, req.wait_index)
+        except StoreError:
+            return None  # EventIndexCleared: __call__ answers it (the scan changed nothing)
+        index, term = self.backend.raft_index_term()
+        headers: Headers = [
+            *self._answer_prefix,
+            CT_JSON,
+            self._cluster_header,
+            (b"x-etcd-index", b"%d" % w.start_index),
+            (b"x-raft-index", b"%d" % index),
+            (b"x-raft-term", b"%d" % term),
+        ]
+        if w.events:  # answered from history: the whole answer now, chunked like __call__'s
+            return 200, headers, event_json(w.events.popleft())
+        body: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:
+            if body.done():
+                return
+            if w.events:
+                body.set_result(event_json(w.events.popleft()))
+            elif w.closed:
+                body.set_result(b"")
+
+        w.wake = wake
+        body.add_done_callback(lambda _: w.remove())
+        return 200, headers, body
 
     def fast_write(
         self, method: str, key_path: str, query: bytes, content_type: str | None, body: bytes

@@ -104,7 +104,7 @@ TAKEN = [
     "/v2/keys/dir?recursive=true",  # holds a TTL below
 ]
 DECLINED = [
-    "/v2/keys/a?wait=true",
+    "/v2/keys/a?wait=true&stream=true",
     "/v2/keys/a?quorum=true",
     "/v2/keys/a?recursive=maybe",
     "/v2/keys/a?prevValue=",
@@ -331,3 +331,35 @@ async def test_v3_range_answers_follow_writes(server: EtcdServer) -> None:
     await put(app, "/v2key", "value=x")
     after = dict((await fast_range())[1])[b"x-raft-index"]
     assert int(after) > int(before)
+
+
+async def test_fast_long_poll_equals_the_asgi_long_poll(server: EtcdServer) -> None:
+    app = make_app(server)
+    await put(app, "/w", "value=0")
+    waiting = fast(app, "/v2/keys/w?wait=true")
+    assert waiting is not None and isinstance(waiting[2], asyncio.Future)
+    general = asyncio.get_running_loop().create_task(asgi_answer(app, "GET", "/v2/keys/w?wait=true"))
+    await asyncio.sleep(0.05)
+    assert not waiting[2].done() and server.v2.hub.count == 2
+    await put(app, "/w", "value=1")
+    status, headers, body = await asyncio.wait_for(general, 5)
+    assert (waiting[0], waiting[1], await asyncio.wait_for(waiting[2], 5)) == (status, headers, body)
+    assert orjson.loads(body)["node"]["value"] == "1" and server.v2.hub.count == 0
+    # a waitIndex still in history: the whole answer at once, as the general path gives it
+    old = fast(app, "/v2/keys/w?wait=true&waitIndex=1")
+    assert old is not None and isinstance(old[2], bytes)
+    assert old == await asgi_answer(app, "GET", "/v2/keys/w?wait=true&waitIndex=1")
+    assert fast(app, "/v2/keys/w?wait=true&stream=true") is None  # streams: the general path
+
+
+async def test_fast_long_poll_cancel_and_close(server: EtcdServer) -> None:
+    app = make_app(server)
+    gone = fast(app, "/v2/keys/x?wait=true&recursive=true")
+    assert gone is not None and isinstance(gone[2], asyncio.Future) and server.v2.hub.count == 1
+    gone[2].cancel()  # what the server does when the client leaves
+    await asyncio.sleep(0)
+    assert server.v2.hub.count == 0
+    closing = fast(app, "/v2/keys/x?wait=true")
+    assert closing is not None and isinstance(closing[2], asyncio.Future)
+    server.close_watchers()  # a stopping server ends every watch with an empty body
+    assert await asyncio.wait_for(closing[2], 5) == b"" and server.v2.hub.count == 0

@@ -616,6 +616,7 @@ class FastApp:
     def __init__(self, events: Events) -> None:
         self.asgi = make_app(events)
         self.events = events
+        self.waits: list[asyncio.Future[bytes]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         answer = self._answer(scope["raw_path"], scope["query_string"])
@@ -633,6 +634,13 @@ class FastApp:
         self.events.append(f"fast {method} {raw_path.decode()}")
         if raw_path == b"/fast-boom":
             raise ValueError("boom")
+        if raw_path == b"/fast-wait":  # a long poll: the head now, the body once resolved
+            waiting: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+            self.waits.append(waiting)
+            waiting.add_done_callback(
+                lambda f: self.events.append("wait cancelled" if f.cancelled() else "wait done")
+            )
+            return 200, [(b"content-type", b"text/plain")], waiting
         if raw_path in (b"/fast-later", b"/fast-fail-later"):
             loop = asyncio.get_running_loop()
             fut: asyncio.Future[FastAnswer] = loop.create_future()
@@ -781,5 +789,42 @@ def test_fast_response_answers_later_through_a_future(loop_kind: str) -> None:
         r = await read_response(reader)
         assert r.body == b"later z" and r.headers["connection"] == "close"
         assert await closed_by_server(reader)
+
+    run(loop_kind, main)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_fast_long_poll_head_first_then_body(loop_kind: str) -> None:
+    async def main() -> None:
+        events: Events = []
+        app = FastApp(events)
+        async with serving(app) as (port, _, _):
+            reader, writer = await connect(port)
+            writer.write(get("/fast-wait") + get("/hello"))
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)  # before any body
+            assert head.startswith(b"HTTP/1.1 200 OK\r\ndate: ") and b"transfer-encoding: chunked" in head
+            assert len(app.waits) == 1 and events == ["fast GET /fast-wait"]  # /hello waits its turn
+            app.waits[0].set_result(b"event")
+            assert await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 3) == b"5\r\nevent\r\n0\r\n\r\n"
+            assert (await read_response(reader)).body == b"hello"  # the same connection goes on
+            # an empty body ends the answer (a closed watcher)
+            writer.write(get("/fast-wait"))
+            await reader.readuntil(b"\r\n\r\n")
+            app.waits[1].set_result(b"")
+            assert await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 3) == b"0\r\n\r\n"
+            # the client leaving cancels the body
+            events.clear()
+            writer.write(get("/fast-wait"))
+            await reader.readuntil(b"\r\n\r\n")
+            writer.transport.abort()
+            await asyncio.sleep(0.1)
+            assert app.waits[2].cancelled() and events == ["fast GET /fast-wait", "wait cancelled"]
+            # a half-close ends the answer and the connection, as a watch's client leaving
+            reader, writer = await connect(port)
+            writer.write(get("/fast-wait"))
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write_eof()
+            assert await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 3) == b"0\r\n\r\n"
+            assert await closed_by_server(reader) and app.waits[3].cancelled()
 
     run(loop_kind, main)
