@@ -15,7 +15,12 @@ What it saves compared with uvicorn's httptools protocol (bench/http_servers.py 
   once); uvicorn writes the head on its own, so each small answer costs two syscalls and segments;
 - no proxy-headers middleware, no per-request asyncio.Event, no keep-alive timer armed and
   cancelled per response: one ticker per server closes idle connections and refreshes `date`.
-Every request runs in a Task of its own (start="task", the default), as under uvicorn. The other
+An app may also offer `fast_response` (FastResponder below; ClientApp does): a keep-alive request
+that is next in line on its connection, with no body or a small one, is offered to it first, and
+when it answers, no scope, Task or send/receive coroutine is made: an answer is written at once,
+a Future's answer when it resolves (a write, after its fsync), a long poll's head at once and its
+body later. It must give the bytes the ASGI path would (tests/api/test_fast_path.py pins that).
+Every other request runs in a Task of its own (start="task", the default), as under uvicorn. The other
 start modes run the app's first step without a Task (its own Task only once it waits): "eager"
 inside data_received, "batch" from one callback per loop turn. They saved at most ~5% CPU per
 request here and break code that needs `asyncio.current_task()` before its first suspension

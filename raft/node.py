@@ -99,6 +99,7 @@ class RaftNode:
         self._transport: Transport = transport or NoTransport()
         self._on_leader_change = on_leader_change
         self._wake = asyncio.Event()
+        self._batch: list[bytes] | None = None  # proposals accepted, not yet stepped (see propose)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
         self.storage = MemoryStorage()
@@ -212,16 +213,41 @@ class RaftNode:
     # ---- inputs ----------------------------------------------------------------------------
 
     def propose(self, data: bytes) -> None:
-        """Append a proposal (raises NotLeader / ProposalDropped from the core)."""
+        """Append a proposal (raises NotLeader / ProposalDropped from the core).
+
+        On a leader that accepts proposals, they gather in a batch that enters the core as one
+        step (one append) before anything else reaches it: the loop's next turn, an incoming
+        message, a tick or another call flushes it first, so the order is what the calls made.
+        """
         self._check_running()
-        assert self._rn is not None
-        self._rn.propose(data)
+        rn = self._rn
+        assert rn is not None
+        batch = self._batch
+        if batch is not None:
+            batch.append(data)
+            return
+        if rn.accepts_proposals():
+            self._batch = [data]
+            self._wake.set()
+            return
+        rn.propose(data)
         self._wake.set()
+
+    def _flush(self) -> None:
+        """Step the gathered proposals; nothing has reached the core since they were accepted,
+        so it still accepts them."""
+        batch = self._batch
+        if batch is None:
+            return
+        self._batch = None
+        assert self._rn is not None
+        self._rn.propose_many(batch)
 
     def propose_conf_change(self, data: bytes) -> None:
         """Append a CONF_CHANGE entry; ProposalDropped while an earlier one is not applied."""
         self._check_running()
         assert self._rn is not None
+        self._flush()
         self._rn.propose_conf_change(data)
         self._wake.set()
 
@@ -234,6 +260,7 @@ class RaftNode:
     ) -> ConfState:
         """Make a committed conf change take effect; call only from the apply callback."""
         assert self._rn is not None
+        self._flush()  # proposals made before this change enter the log under the old config
         self._conf_state = self._rn.apply_conf_change(voters_add, voters_remove, learners_add)
         return self._conf_state
 
@@ -245,6 +272,7 @@ class RaftNode:
         """Ask the core to hand leadership to `to` (the leader only; best effort)."""
         self._check_running()
         assert self._rn is not None
+        self._flush()
         self._rn.transfer_leader(to)
         self._wake.set()
 
@@ -276,6 +304,7 @@ class RaftNode:
                 assert self._rn is not None
                 wait_s = READ_INDEX_RETRY_S
                 try:
+                    self._flush()
                     self._rn.read_index(ctx)
                     self._wake.set()
                 except (ProposalDropped, NotLeader):
@@ -338,6 +367,7 @@ class RaftNode:
         """Feed a message from a peer. Dropped (as the network might) once stopped or failed."""
         if self._rn is None or self._stopped or self.failure is not None:
             return
+        self._flush()
         self._rn.step(msg)
         self._wake.set()
 
@@ -345,6 +375,7 @@ class RaftNode:
         """The transport could not deliver to `node_id` (etcd ReportUnreachable)."""
         if self._rn is None or self._stopped or self.failure is not None:
             return
+        self._flush()
         self._rn.report_unreachable(node_id)
         self._wake.set()
 
@@ -352,6 +383,7 @@ class RaftNode:
         """The transport finished (or failed) sending a SNAP to `node_id` (etcd ReportSnapshot)."""
         if self._rn is None or self._stopped or self.failure is not None:
             return
+        self._flush()
         self._rn.report_snapshot(node_id, failed)
         self._wake.set()
 
@@ -370,6 +402,7 @@ class RaftNode:
         assert self._rn is not None
         while not self._stopped:
             await asyncio.sleep(self.opts.heartbeat_interval_s)
+            self._flush()
             self._rn.tick()
             self._wake.set()
 
@@ -381,7 +414,9 @@ class RaftNode:
                 if self._campaign_when_applied and self.applied_index >= self.committed_index:
                     self._campaign_when_applied = False
                     if rn.raft.prs.voters == {self.opts.node_id}:
+                        self._flush()
                         rn.campaign()
+                self._flush()
                 if not rn.has_ready():
                     self._wake.clear()
                     await self._wake.wait()

@@ -248,7 +248,8 @@ class Raft:
 
     def append_entry(self, ents: list[Entry]) -> None:
         li = self.log.last_index()
-        stamped = [replace(e, term=self.term, index=li + 1 + i) for i, e in enumerate(ents)]
+        term = self.term
+        stamped = [Entry(term, li + 1 + i, e.type, e.data) for i, e in enumerate(ents)]
         li = self.log.append(stamped)
         # The leader counts its own entries as soon as they are in its log; they
         # are persisted before the Ready's messages go out (Raft thesis §10.2.1).

@@ -134,6 +134,21 @@ class RawNode:
         """
         self._propose(Entry(term=0, index=0, type=EntryType.NORMAL, data=data))
 
+    def propose_many(self, datas: list[bytes]) -> None:
+        """propose() for several entries at once: one step, one append (a group of writes)."""
+        self._raft.step(
+            Message(
+                MsgType.PROP,
+                frm=self._raft.id,
+                entries=tuple(Entry(term=0, index=0, type=EntryType.NORMAL, data=d) for d in datas),
+            )
+        )
+
+    def accepts_proposals(self) -> bool:
+        """propose() would append here now: leader, still a member, not handing leadership over."""
+        r = self._raft
+        return r.state is StateType.LEADER and r.id in r.prs.progress and r.lead_transferee == NONE
+
     def propose_conf_change(self, data: bytes) -> None:
         """Append `data` as a CONF_CHANGE entry; the app decodes and applies it when committed.
 
