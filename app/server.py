@@ -11,6 +11,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import hashlib
@@ -21,7 +22,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -153,9 +154,15 @@ def _trim(s: str) -> str:
     return s.rstrip("0").rstrip(".") if "." in s else s
 
 
-def _time_out(fut: asyncio.Future[Result]) -> None:
-    if not fut.done():
-        fut.set_exception(RequestTimeout())
+ResultCallback = Callable[["Result | ServerError"], None]
+CALLBACK_SWEEP_S = 0.25  # how often propose_local's timeouts are looked at
+
+
+def _call_back(on_result: ResultCallback, result: Result | ServerError) -> None:
+    try:
+        on_result(result)
+    except Exception:  # the apply loop must go on whatever an answer does
+        log.exception("answering a proposal failed")
 
 
 class EtcdServer(V3BackendMixin):
@@ -192,6 +199,9 @@ class EtcdServer(V3BackendMixin):
         self._peers = peers
         self.applier = Applier(clock=time.time_ns)
         self._waiters: dict[int, asyncio.Future[Result]] = {}
+        # propose_local's proposals: request ID -> who gets the result; (deadline, ID) in order
+        self._callbacks: dict[int, ResultCallback] = {}
+        self._callback_deadlines: collections.deque[tuple[float, int]] = collections.deque()
         # etcd idutil.Generator: the member ID's low 16 bits on top, so ids never collide across
         # members; then milliseconds at start and a counter, so they do not repeat across restarts.
         self._req_prefix = (self._id & 0xFFFF) << 48
@@ -258,30 +268,38 @@ class EtcdServer(V3BackendMixin):
         req_id = self._new_request_id()
         return await self._propose_entry(req_id, encode(req_id, cmd), conf=False)
 
-    def propose_local(self, cmd: Command) -> asyncio.Future[Result] | None:
-        """propose() without a task, when this member leads: a Future of the apply's result
-        (RequestTimeout after request_timeout_s, like propose), or None: then use propose()
-        (a follower forwards; a leader that is stepping down looks again)."""
+    def propose_local(self, cmd: Command, on_result: ResultCallback) -> bool:
+        """propose() without a task or a Future, when this member leads: True if proposed, and
+        then `on_result` gets the apply's result from the apply loop (or RequestTimeout, from
+        the timeout sweep, after request_timeout_s to twice that), exactly once. False: use
+        propose() (a follower forwards; a leader that is stepping down looks again)."""
         if self.node.lead != self._id:
-            return None
+            return False
         req_id = self._new_request_id()
-        data = encode(req_id, cmd)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Result] = loop.create_future()
-        self._waiters[req_id] = fut
         try:
-            self.node.propose(data)
+            self.node.propose(encode(req_id, cmd))
         except (NotLeader, ProposalDropped, Stopped):
-            del self._waiters[req_id]
-            return None
-        timer = loop.call_later(self.request_timeout_s, _time_out, fut)
+            return False
+        self._callbacks[req_id] = on_result
+        self._callback_deadlines.append((time.monotonic() + self.request_timeout_s, req_id))
+        return True
 
-        def settled(_: asyncio.Future[Result]) -> None:
-            timer.cancel()
-            self._waiters.pop(req_id, None)
-
-        fut.add_done_callback(settled)
-        return fut
+    async def _time_out_callbacks(self) -> None:
+        """propose_local's timeouts: proposals are applied in the order they were made, so
+        the oldest deadlines lead the deque and the answered ones are dropped from its head."""
+        deadlines = self._callback_deadlines
+        callbacks = self._callbacks
+        while True:
+            await asyncio.sleep(CALLBACK_SWEEP_S)
+            now = time.monotonic()
+            while deadlines:
+                deadline, req_id = deadlines[0]
+                if req_id in callbacks and deadline > now:
+                    break
+                deadlines.popleft()
+                on_result = callbacks.pop(req_id, None)
+                if on_result is not None:
+                    _call_back(on_result, RequestTimeout())
 
     async def _propose_entry(self, req_id: int, data: bytes, *, conf: bool) -> Result:
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
@@ -561,8 +579,13 @@ class EtcdServer(V3BackendMixin):
             else:
                 result = self.applier.apply(entry.index, cmd)
         fut = self._waiters.get(req_id)
-        if fut is not None and not fut.done():
-            fut.set_result(result)
+        if fut is not None:
+            if not fut.done():
+                fut.set_result(result)
+        elif self._callbacks:
+            on_result = self._callbacks.pop(req_id, None)
+            if on_result is not None:
+                _call_back(on_result, result)
 
     def _leader_changed(self, lead: int) -> None:
         # /v2/stats/self leaderInfo: when the current leader's reign began, as this member saw it
@@ -591,6 +614,7 @@ class EtcdServer(V3BackendMixin):
             loop.create_task(self._sync_loop()),
             loop.create_task(self.run_lease_expiry()),
             loop.create_task(self._compactor().run()),
+            loop.create_task(self._time_out_callbacks()),
         ]
 
     def _compactor(self) -> Compactor:

@@ -108,7 +108,7 @@ class V3BackendMixin:
 
         async def propose(self, cmd: Command) -> Result: ...
 
-        def propose_local(self, cmd: Command) -> asyncio.Future[Result] | None: ...
+        def propose_local(self, cmd: Command, on_result: Callable[[Result | ServerError], None]) -> bool: ...
 
         async def linearizable_read(self) -> None: ...
 
@@ -197,13 +197,13 @@ class V3BackendMixin:
         except V3Error:
             return None  # v3_range answers it as the gRPC error
 
-    def v3_put_local(self, req: PutRequest) -> asyncio.Future[Result] | None:
+    def v3_put_local(self, req: PutRequest, on_result: Callable[[Result | ServerError], None]) -> bool:
         quota = self.cfg.quota_backend_bytes
         if quota >= 0 and self.applier.v3.db_size() + len(req.key) + len(req.value) > (
             quota or DEFAULT_QUOTA_BYTES
         ):
-            return None  # _check_quota raises the alarm through the log
-        return self.propose_local(V3Put(req))
+            return False  # _check_quota raises the alarm through the log
+        return self.propose_local(V3Put(req), on_result)
 
     async def _check_quota(self, cost: int) -> None:
         """etcd quotaKVServer: past --quota-backend-bytes, raise NOSPACE through the log and refuse."""

@@ -5,12 +5,13 @@ Must not import raft or app: the arrows point from app to v2api, never back.
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from store.apply import Result
 from store.commands import Command
+from store.errors import ServerError
 from store.v2.tree import V2Store
 
 
@@ -43,9 +44,9 @@ class Backend(Protocol):
         """Commit cmd through the log and return its apply result. Raises ServerError."""
         ...
 
-    def propose_local(self, cmd: Command) -> asyncio.Future[Result] | None:
-        """propose() without a task where the member can (it leads): a Future of the result, or
-        None, and then the caller uses propose()."""
+    def propose_local(self, cmd: Command, on_result: Callable[[Result | ServerError], None]) -> bool:
+        """propose() without a task where the member can (it leads): True, and `on_result` gets
+        the result (or a ServerError such as RequestTimeout) once; False: use propose()."""
         ...
 
     def now_ns(self) -> int: ...

@@ -210,22 +210,21 @@ class KeysHandler:
             req = parse_key_request(method, key_path, form)
         except (FormError, RequestError):
             return None
-        result = self.backend.propose_local(self._command(req))
-        if result is None:
-            return None
-        answer: asyncio.Future[Answer] = result.get_loop().create_future()
+        answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
 
-        def applied(fut: asyncio.Future[Result]) -> None:
-            if answer.cancelled():
+        def applied(result: Result | ServerError) -> None:
+            if answer.done():
                 return
             try:
-                answer.set_result(self._framed(self._write_answer(fut.result(), req)))
-            except ServerError as err:
-                answer.set_result(self._framed(self._error_answer(300, err.cause, 0)))
-            except BaseException as exc:  # a bug: the server answers 500 and logs it
+                if isinstance(result, ServerError):
+                    answer.set_result(self._framed(self._error_answer(300, result.cause, 0)))
+                else:
+                    answer.set_result(self._framed(self._write_answer(result, req)))
+            except Exception as exc:  # a bug: the server answers 500 and logs it
                 answer.set_exception(exc)
 
-        result.add_done_callback(applied)
+        if not self.backend.propose_local(self._command(req), applied):
+            return None
         return answer
 
     def _write_answer(self, result: Result, req: KeyRequest) -> Answer:

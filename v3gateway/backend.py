@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from store.apply import Result
+from store.errors import ServerError
 from store.v3types import (
     CompactionRequest,
     DeleteRangeRequest,
@@ -113,9 +114,10 @@ class V3Backend(Protocol):
         can serve at once); None otherwise, and then the caller uses v3_range."""
         ...
 
-    def v3_put_local(self, req: PutRequest) -> asyncio.Future[Result] | None:
-        """v3_put without a task, when this member leads and the quota allows it: a Future of
-        the apply's result (a PutResponse or a V3Error), or None: then use v3_put."""
+    def v3_put_local(self, req: PutRequest, on_result: Callable[[Result | ServerError], None]) -> bool:
+        """v3_put without a task, when this member leads and the quota allows it: True, and
+        `on_result` gets the apply's result (a PutResponse or a V3Error) or a ServerError, once;
+        False: use v3_put."""
         ...
 
     async def v3_delete_range(self, req: DeleteRangeRequest) -> DeleteRangeResponse: ...

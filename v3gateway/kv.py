@@ -11,7 +11,7 @@ import asyncio
 from typing import Any
 
 from store.apply import Result
-from store.errors import V3Error
+from store.errors import ServerError, V3Error
 from store.v3types import PutResponse, TxnRequest
 from v3gateway import codec, validate
 from v3gateway.backend import V3Backend
@@ -43,24 +43,23 @@ def put_later(be: V3Backend, d: dict[str, Any]) -> asyncio.Future[Obj] | None:
     req = codec.to_put_request(d)
     validate.check_put(req)
     check_raft_size(be, RAFT_PUT, codec.proto_size(codec.PUT_REQUEST, d))
-    result = be.v3_put_local(req)
-    if result is None:
-        return None
-    answer: asyncio.Future[Obj] = result.get_loop().create_future()
+    answer: asyncio.Future[Obj] = asyncio.get_running_loop().create_future()
 
-    def applied(fut: asyncio.Future[Result]) -> None:
-        if answer.cancelled():
+    def applied(r: Result | ServerError) -> None:
+        if answer.done():
             return
         try:
-            r = fut.result()
+            if isinstance(r, ServerError):
+                raise r
             if isinstance(r, V3Error):
                 raise GrpcError(r.message, r.grpc_code)
             assert isinstance(r, PutResponse), r
             answer.set_result(codec.put_obj(header(be, r.revision), r))
-        except BaseException as exc:  # ServerError, GrpcError: the caller answers the error
+        except Exception as exc:  # ServerError, GrpcError: the caller answers the error
             answer.set_exception(exc)
 
-    result.add_done_callback(applied)
+    if not be.v3_put_local(req, applied):
+        return None
     return answer
 
 

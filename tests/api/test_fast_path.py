@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -248,10 +249,14 @@ async def test_fast_writes_equal_the_asgi_writes(tmp_path: Path) -> None:
 async def test_fast_write_failure_is_an_etcd_error(server: EtcdServer) -> None:
     """A proposal whose apply never answers it times out as etcd's error 300, like propose()."""
     app = make_app(server)
-    server.request_timeout_s = 0.2
     pending = app.fast_response("PUT", b"/v2/keys/a", b"", FORM, b"value=1")
     assert isinstance(pending, asyncio.Future)
-    server._waiters.clear()  # the apply finds nobody to answer
+    # Detach the answer from the proposed entry (as if its apply never came): only the
+    # timeout sweep can answer it now.
+    [(req_id, on_result)] = server._callbacks.items()
+    del server._callbacks[req_id]
+    server._callbacks[-1] = on_result
+    server._callback_deadlines.append((time.monotonic() + 0.2, -1))
     status, _, body = await asyncio.wait_for(pending, 5)
     assert status == 500 and orjson.loads(body) == {
         "errorCode": 300,
@@ -259,6 +264,7 @@ async def test_fast_write_failure_is_an_etcd_error(server: EtcdServer) -> None:
         "cause": "etcdserver: request timed out",
         "index": 0,
     }
+    assert not server._callbacks
 
 
 def b64(s: str) -> str:
