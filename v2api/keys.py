@@ -33,6 +33,7 @@ from store.errors import (
     StoreError,
 )
 from store.v2.event import Event, NodeView
+from store.v2.watch import Watcher
 from v2api.backend import Backend
 from v2api.http import (
     CT_JSON,
@@ -186,18 +187,18 @@ class KeysHandler:
         ]
         if w.events:  # answered from history: the whole answer now, chunked like __call__'s
             return 200, headers, event_json(w.events.popleft())
-        body: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        body = _WatchBody(w, loop=asyncio.get_running_loop())
 
         def wake() -> None:
             if body.done():
                 return
             if w.events:
                 body.set_result(event_json(w.events.popleft()))
+                w.remove()
             elif w.closed:
                 body.set_result(b"")
 
         w.wake = wake
-        body.add_done_callback(lambda _: w.remove())
         return 200, headers, body
 
     def fast_write(
@@ -376,6 +377,19 @@ class KeysHandler:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+
+
+class _WatchBody(asyncio.Future[bytes]):
+    """A long poll's body: cancelled (the client left), it takes its watcher away with it.
+    (Not a done-callback: a fan-out to thousands of watchers would schedule one each.)"""
+
+    def __init__(self, watcher: Watcher, *, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        self._watcher = watcher
+
+    def cancel(self, msg: object = None) -> bool:
+        self._watcher.remove()
+        return super().cancel(msg)
 
 
 LISTING_CACHE_MAX = 64
