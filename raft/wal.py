@@ -193,15 +193,8 @@ def _valid_record_after(data: bytes, bad_off: int) -> bool:
     return any(_valid_record_at(buf, pos) for pos in range(bad_off + 1, nonzero_end))
 
 
-def _decode_entry(p: memoryview) -> Entry:
-    if len(p) < _ENTRY.size:
-        raise _BadPayload(f"entry payload of {len(p)} bytes is too short")
-    term, index, etype = _ENTRY.unpack_from(p)
-    try:
-        entry_type = EntryType(etype)
-    except ValueError:
-        raise _BadPayload(f"unknown entry type {etype}") from None
-    return Entry(term=term, index=index, type=entry_type, data=bytes(p[_ENTRY.size :]))
+_ENTRY_TYPES: Final = {t.value: t for t in EntryType}
+_RawEntry = tuple[int, int, int, memoryview]
 
 
 def _decode_hard_state(p: memoryview) -> HardState:
@@ -272,7 +265,7 @@ class _Replay:
     def __init__(self) -> None:
         self.hard_state = HardState()
         self.snapshot: SnapshotMeta | None = None
-        self.entries: list[Entry] = []
+        self.raw: list[_RawEntry] = []  # (index, term, type, payload): the log after the snapshot
         # Newest index the log is known to reach: its last entry, or the snapshot marker if that
         # is later. 0 means "nothing known yet", when any first index is accepted.
         self.last = 0
@@ -341,9 +334,15 @@ class _Replay:
     def _record(self, path: Path, off: int, rtype: int, p: memoryview) -> int:
         """Apply one non-header record; returns its entry index (0 for non-entries)."""
         if rtype == _Rec.ENTRY:
-            e = _decode_entry(p)
-            self._entry(path, off, e)
-            return e.index
+            # Only the head now: the entries the snapshot marker (later in the log) covers are
+            # never built (most of a restart's WAL); entries() builds the rest.
+            if len(p) < _ENTRY.size:
+                raise _BadPayload(f"entry payload of {len(p)} bytes is too short")
+            term, index, etype = _ENTRY.unpack_from(p)
+            if etype not in _ENTRY_TYPES:
+                raise _BadPayload(f"unknown entry type {etype}")
+            self._entry(path, off, (index, term, etype, p))
+            return int(index)
         if rtype == _Rec.HARD_STATE:
             self.hard_state = _decode_hard_state(p)
         elif rtype == _Rec.SNAPSHOT:
@@ -352,27 +351,33 @@ class _Replay:
             raise _BadPayload("segment header in the middle of a segment")
         return 0
 
-    def _entry(self, path: Path, off: int, e: Entry) -> None:
-        if e.index <= self.snap_index:
+    def _entry(self, path: Path, off: int, e: _RawEntry) -> None:
+        index = e[0]
+        if index <= self.snap_index:
             # Covered by the snapshot (etcd ReadAll skips these too). The writer never emits them.
             return
-        if self.last and e.index > self.last + 1:
-            raise WalCorrupt(f"{path}: entry index {e.index} leaves a gap after {self.last} at offset {off}")
-        ents = self.entries
-        if ents and e.index <= ents[-1].index:
+        if self.last and index > self.last + 1:
+            raise WalCorrupt(f"{path}: entry index {index} leaves a gap after {self.last} at offset {off}")
+        ents = self.raw
+        if ents and index <= ents[-1][0]:
             # A Raft log truncation: the new entry replaces index e.index and everything after it.
-            del ents[max(0, e.index - ents[0].index) :]
+            del ents[max(0, index - ents[0][0]) :]
         ents.append(e)
-        self.last = e.index
+        self.last = index
 
     def _marker(self, meta: SnapshotMeta) -> None:
         if meta.index < self.snap_index:
             return  # the writer refuses markers going backwards; keep the newest
         self.snapshot = meta
-        ents = self.entries
-        if ents and ents[0].index <= meta.index:
-            del ents[: min(len(ents), meta.index - ents[0].index + 1)]
+        ents = self.raw
+        if ents and ents[0][0] <= meta.index:
+            del ents[: min(len(ents), meta.index - ents[0][0] + 1)]
         self.last = max(self.last, meta.index)
+
+    def entries(self) -> list[Entry]:
+        types = _ENTRY_TYPES
+        size = _ENTRY.size
+        return [Entry(term, index, types[etype], bytes(p[size:])) for index, term, etype, p in self.raw]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,7 +498,7 @@ class WAL:
         self._last = replay.last
         self._snapshot = replay.snapshot
         self._hard_state = replay.hard_state
-        return WalState(replay.hard_state, replay.snapshot, replay.entries, torn_at is not None)
+        return WalState(replay.hard_state, replay.snapshot, replay.entries(), torn_at is not None)
 
     # -- writing ---------------------------------------------------------------------------
 
