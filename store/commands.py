@@ -233,6 +233,8 @@ assert all(d is not MISSING or i == 0 for lay in _LAYOUT.values() for i, (_, d) 
     "only the first field of a v3 request may lack a default"
 )
 
+_NAMES: dict[type[Any], tuple[str, ...]] = {cls: tuple(f.name for f in fields(cls)) for cls in _FLAT}
+
 # RequestOp is a union: [kind, payload], [] for the empty op.
 _OP_RANGE, _OP_PUT, _OP_DELETE, _OP_TXN = 0, 1, 2, 3
 
@@ -249,12 +251,14 @@ def _unb64(s: Any) -> bytes:
 
 def _encode_flat(value: Any) -> list[Any]:
     layout = _LAYOUT[type(value)]
-    out: list[Any] = []
-    for (is_bytes, _), f in zip(layout, fields(value), strict=True):
-        v = getattr(value, f.name)
-        out.append(_b64(v) if is_bytes else int(v) if not isinstance(v, bool) else v)
+    names = _NAMES[type(value)]
+    values = [getattr(value, name) for name in names]
+    out: list[Any] = [
+        _b64(v) if is_bytes else int(v) if not isinstance(v, bool) else v
+        for (is_bytes, _), v in zip(layout, values, strict=True)
+    ]
     # Drop trailing defaults (never the first field, which has none in every request).
-    while len(out) > 1 and getattr(value, fields(value)[len(out) - 1].name) == layout[len(out) - 1][1]:
+    while len(out) > 1 and values[len(out) - 1] == layout[len(out) - 1][1]:
         out.pop()
     return out
 

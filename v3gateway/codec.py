@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -253,6 +254,9 @@ MOVE_LEADER_REQUEST = MessageType("MoveLeaderRequest", (_f("targetID", 1, U64),)
 def decode_body(mt: MessageType, body: bytes) -> dict[str, Any]:
     """The gateway's unary decoding: first JSON value of the body; empty body = empty request.
     Raises GoJSONError."""
+    simple = decode_simple(mt, body)
+    if simple is not None:
+        return simple
     raw, _ = gojson.decode_first(body)
     if raw is None:
         return {}
@@ -280,6 +284,59 @@ def decode_message(mt: MessageType, raw: bytes) -> dict[str, Any]:
         if v is not None:
             out[f.name] = v
     return out
+
+
+_INT_RANGES: Final = {
+    Kind.INT64: (-(1 << 63), (1 << 63) - 1),
+    Kind.UINT64: (0, (1 << 64) - 1),
+    Kind.INT32: (-(1 << 31), (1 << 31) - 1),
+    Kind.UINT32: (0, (1 << 32) - 1),
+}
+_SIMPLE_KINDS: Final = (*_INT_RANGES, Kind.BOOL, Kind.BYTES, Kind.STRING)
+_SIMPLE_FIELDS: dict[str, tuple[dict[str, Field], tuple[Field, ...]]] = {}
+_B64_STD = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+def decode_simple(mt: MessageType, body: bytes) -> dict[str, Any] | None:
+    """decode_message's result for the common shape, decoded by orjson: one object whose
+    members are this message's plain fields, each once, holding a standard base64 string, a
+    boolean, an in-range integer or a string. None for anything else (then the Go-exact path
+    decides: quoted numbers, nulls, enums, nested or repeated fields, errors...)."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if type(obj) is not dict:
+        return None
+    known = _SIMPLE_FIELDS.get(mt.name)
+    if known is None:
+        plain: dict[str, Field] = {}
+        for fld in mt.fields:
+            if fld.kind in _SIMPLE_KINDS and not fld.repeated and not fld.oneof:
+                plain[fld.name] = plain[fld.json_name] = fld
+        known = _SIMPLE_FIELDS[mt.name] = (plain, mt.fields)
+    by_name, order = known
+    got: dict[str, Any] = {}
+    for name, v in obj.items():
+        f = by_name.get(name)
+        if f is None or f.name in got:
+            return None  # unknown, or given under both of its names
+        kind = f.kind
+        t = type(v)
+        if kind is Kind.BYTES:
+            if t is not str or not _B64_STD.fullmatch(v):
+                return None
+            got[f.name] = base64.b64decode(v)
+        elif kind is Kind.BOOL or kind is Kind.STRING:
+            if t is not (bool if kind is Kind.BOOL else str):
+                return None
+            got[f.name] = v
+        else:
+            low, high = _INT_RANGES[kind]
+            if t is not int or not low <= v <= high:
+                return None
+            got[f.name] = v
+    return {f.name: got[f.name] for f in order if f.name in got}
 
 
 def _decode_scalar(f: Field, raw: bytes) -> Any:

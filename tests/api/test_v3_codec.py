@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given, settings
 
 from store.v3types import Event, EventType, KeyValue, RangeResponse, ResponseOp, TxnResponse
 from v3gateway import codec, gojson
@@ -261,3 +264,87 @@ def test_json_names_follow_protoc() -> None:
     names = {f.name: f.json_name for f in codec.RANGE_REQUEST.fields}
     assert names["range_end"] == "rangeEnd" and names["min_mod_revision"] == "minModRevision"
     assert {f.json_name for f in codec.LEASE_GRANT_REQUEST.fields} == {"TTL", "ID"}
+
+
+def _slow_decode(mt: codec.MessageType, body: bytes) -> dict[str, Any] | Exception:
+    try:
+        raw, _ = gojson.decode_first(body)
+        return {} if raw is None else codec.decode_message(mt, raw)
+    except GoJSONError as exc:
+        return exc
+
+
+_KEYS = [
+    "key",
+    "value",
+    "range_end",
+    "rangeEnd",
+    "lease",
+    "prev_kv",
+    "prevKv",
+    "limit",
+    "revision",
+    "serializable",
+    "keys_only",
+    "count_only",
+    "sort_order",
+    "sortOrder",
+    "ignore_value",
+    "KEY",
+    "min_mod_revision",
+    "ID",
+    "TTL",
+    "physical",
+    "bogus",
+    "max_create_revision",
+]
+_JSON_SCALARS = st.one_of(
+    st.sampled_from(["YQ==", "YWI=", "", "Zm9v", "YQ", "!!", "YQ==\n", "a b", "\u00e9", "Zm9vYmFy"]),
+    st.booleans(),
+    st.integers(min_value=-(1 << 65), max_value=1 << 65),
+    st.sampled_from([None, 1.5, "12", "-3", "true", [], {}, [1, 2], {"a": 1}]),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    mt=st.sampled_from(
+        [
+            codec.RANGE_REQUEST,
+            codec.PUT_REQUEST,
+            codec.DELETE_RANGE_REQUEST,
+            codec.LEASE_GRANT_REQUEST,
+            codec.COMPACTION_REQUEST,
+            codec.TXN_REQUEST,
+        ]
+    ),
+    members=st.lists(st.tuples(st.sampled_from(_KEYS), _JSON_SCALARS), max_size=6),
+    spacing=st.sampled_from(["", " ", "\n\t "]),
+    tail=st.sampled_from(["", " ", "x", "{}", " null"]),
+)
+def test_the_orjson_shortcut_decodes_as_the_go_path(
+    mt: codec.MessageType, members: list[tuple[str, Any]], spacing: str, tail: str
+) -> None:
+    """decode_simple either declines or gives decode_message's exact result (duplicates included:
+    the last one wins on both paths)."""
+    inner = ",".join(f"{spacing}{json.dumps(k)}{spacing}:{spacing}{json.dumps(v)}" for k, v in members)
+    body = ("{" + inner + spacing + "}" + tail).encode()
+    fast = codec.decode_simple(mt, body)
+    if fast is not None:
+        assert fast == _slow_decode(mt, body), body
+
+
+def test_the_orjson_shortcut_takes_the_common_requests() -> None:
+    assert codec.decode_simple(codec.PUT_REQUEST, b'{"key": "YQ==", "value": "Yg==", "lease": 7}') == {
+        "key": b"a",
+        "value": b"b",
+        "lease": 7,
+    }
+    assert codec.decode_simple(
+        codec.RANGE_REQUEST, b'{"key":"YQ==","rangeEnd":"Yg==","serializable":true}'
+    ) == {
+        "key": b"a",
+        "range_end": b"b",
+        "serializable": True,
+    }
+    assert codec.decode_simple(codec.PUT_REQUEST, b'{"key": "YQ==", "lease": "7"}') is None  # quoted: Go path
