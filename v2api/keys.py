@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 
 from store.apply import Result
 from store.commands import (
@@ -85,6 +86,7 @@ class KeysHandler:
         # is unchanged (every change of the store moves it) and the listing holds no TTL
         # (remaining TTLs are computed at read time).
         self._listing_cache: dict[tuple[str, bool], tuple[int, Event, bytes]] = {}
+        self._listing_bytes = 0  # rendered bodies held, against LISTING_CACHE_BYTES
         # Whole answers to plain GETs (see fast_get): (key path, query) ->
         # (store index, raft index, term, answer, the store stat the read counts in).
         self._answer_cache: dict[tuple[str, bytes], tuple[int, int, int, Answer, str]] = {}
@@ -251,9 +253,18 @@ class KeysHandler:
         if _has_ttl(e.node):
             return e, None
         body = event_json(e)
-        if len(self._listing_cache) >= LISTING_CACHE_MAX:
+        if (
+            len(self._listing_cache) >= LISTING_CACHE_MAX
+            or self._listing_bytes + len(body) > LISTING_CACHE_BYTES
+        ):
             self._listing_cache.clear()
-        self._listing_cache[key] = (store.current_index, e, body)
+            self._listing_bytes = 0
+        if len(body) <= LISTING_CACHE_BYTES:
+            # Only the rendered body is kept: the event without its listing (the answer needs
+            # its action and index; a tree of views would double the memory).
+            slim = Event(e.action, replace(e.node, nodes=None), e.prev_node, e.etcd_index)
+            self._listing_cache[key] = (store.current_index, slim, body)
+            self._listing_bytes += len(body)
         return e, body
 
     # ---- entry -----------------------------------------------------------------------------
@@ -393,8 +404,9 @@ class _WatchBody(asyncio.Future[bytes]):
 
 
 LISTING_CACHE_MAX = 64
-ANSWER_CACHE_MAX = 4096
-ANSWER_CACHE_BODY_MAX = 16384
+LISTING_CACHE_BYTES = 32 << 20  # rendered listing bodies kept, at most
+ANSWER_CACHE_MAX = 1024  # with ANSWER_CACHE_BODY_MAX: at most ~4 MiB kept
+ANSWER_CACHE_BODY_MAX = 4096
 
 
 def _has_ttl_marker(body: bytes) -> bool:

@@ -48,9 +48,9 @@ from v3gateway.http import (
 from v3gateway.stream import RequestStream, ResponseStream
 
 FastAnswer = tuple[int, Headers, bytes]
-RANGE_CACHE_MAX: Final = 1024
-RANGE_CACHE_BODY_MAX: Final = 4096
-RANGE_CACHE_ANSWER_MAX: Final = 16384
+RANGE_CACHE_MAX: Final = 1024  # with the two limits below: at most ~5 MiB kept
+RANGE_CACHE_BODY_MAX: Final = 1024
+RANGE_CACHE_ANSWER_MAX: Final = 4096
 Unary = Callable[[V3Backend, dict[str, Any]], Awaitable[Obj]]
 Streaming = Callable[[V3Backend, RequestStream, ResponseStream], Awaitable[None]]
 
