@@ -620,7 +620,7 @@ class HttpProtocol(asyncio.Protocol):
             if isinstance(answer[2], asyncio.Future):
                 self._fast_wait(method, answer[0], answer[1], answer[2], cycle)
                 return True
-            self.transport.write(self._fast_bytes(answer))
+            self._write_parts(self._fast_parts(answer))
             self.touched = True
             if cycle is not None:
                 cycle.started = cycle.complete = True
@@ -686,10 +686,20 @@ class HttpProtocol(asyncio.Protocol):
         else:
             if self.state.stopping:
                 cycle.keep_alive = False
-            self.transport.write(self._fast_bytes(fut.result(), close=not cycle.keep_alive))
+            self._write_parts(self._fast_parts(fut.result(), close=not cycle.keep_alive))
         self.response_done(cycle)
 
-    def _fast_bytes(self, answer: FastAnswer, close: bool = False) -> bytes:
+    def _write_parts(self, parts: tuple[bytes, ...]) -> None:
+        """Write (head, body pieces...): one buffer for a small answer, no copy of a big body."""
+        if len(parts) == 2 and len(parts[1]) <= 16384:
+            self.transport.write(parts[0] + parts[1])
+        elif len(parts) == 4 and len(parts[2]) <= 16384:
+            self.transport.write(b"".join(parts))
+        else:
+            self.transport.writelines(parts)
+
+    def _fast_parts(self, answer: FastAnswer, close: bool = False) -> tuple[bytes, ...]:
+        """The answer as (head, body) or, chunked, (head, chunk size line, body, chunk tail)."""
         status, headers, body = answer
         if not isinstance(body, bytes):
             raise TypeError("a long poll (a Future body) must be answered at once, to a GET")
@@ -701,13 +711,18 @@ class HttpProtocol(asyncio.Protocol):
             parts += (name, b": ", value, b"\r\n")
         if status in (204, 304) or status < 200:
             body = b""
-        elif chunked:  # as _Cycle frames an answer without a content-length
+            chunked = False
+        if chunked:  # as _Cycle frames an answer without a content-length
             parts.append(b"transfer-encoding: chunked\r\n")
-            body = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n"
         if close:
             parts.append(b"connection: close\r\n")
-        parts += (b"\r\n", body)
-        return b"".join(parts)
+        parts.append(b"\r\n")
+        head = b"".join(parts)
+        if not chunked:
+            return head, body
+        if not body:
+            return head, b"0\r\n\r\n"
+        return head, b"%x\r\n" % len(body), body, b"\r\n0\r\n\r\n"
 
     def on_body(self, body: bytes) -> None:
         cycle = self.parsing
