@@ -227,7 +227,7 @@ class EtcdServer(V3BackendMixin):
                 catch_up_entries=max(1, cfg.snapshot_catchup_entries),
             ),
             apply=self._apply_entry,
-            take_snapshot=self.applier.snapshot,
+            take_snapshot=self.applier.take_snapshot,
             restore=self._restore,
             transport=self.peer_transport,
             on_leader_change=self._leader_changed,

@@ -87,7 +87,7 @@ class RaftNode:
         opts: NodeOptions,
         *,
         apply: Callable[[Entry], None],
-        take_snapshot: Callable[[], bytes],
+        take_snapshot: Callable[[], bytes | Callable[[], bytes]],
         restore: Callable[[bytes], None],
         transport: Transport | None = None,
         on_leader_change: Callable[[int], None] | None = None,
@@ -484,7 +484,9 @@ class RaftNode:
         assert wal is not None and self._snapshotter is not None
         index = self.applied_index
         meta = SnapshotMeta(index=index, term=self.storage.term(index), conf_state=self._conf_state)
-        data = self._take_snapshot()  # taken now, on the loop: consistent with `index`
+        taken = self._take_snapshot()  # taken now, on the loop: consistent with `index`
+        # The encoding may go to a thread: what was taken shares nothing mutable with the state.
+        data = taken if isinstance(taken, bytes) else await asyncio.to_thread(taken)
         await asyncio.to_thread(self._snapshotter.save, Snapshot(meta=meta, data=data))
         wal.save_snapshot(meta)
         await asyncio.to_thread(wal.sync)

@@ -139,6 +139,11 @@ class Applier:
         return tuple(sorted(a for a in self.alarms if cmd.alarm in (ALARM_NONE, a[1])))
 
     def snapshot(self) -> bytes:
+        return self.take_snapshot()()
+
+    def take_snapshot(self) -> Callable[[], bytes]:
+        """The state now, as a function that encodes it: the state is copied (immutable values
+        in fresh lists) so the encoding may run later or on another thread."""
         state: dict[str, Any] = {
             "format": SNAPSHOT_FORMAT,
             "applied_index": self.applied_index,
@@ -146,7 +151,7 @@ class Applier:
             "v3": self.v3.to_obj(),
             "alarms": sorted(self.alarms),
         }
-        return orjson.dumps(state, option=orjson.OPT_SORT_KEYS)
+        return lambda: orjson.dumps(state, option=orjson.OPT_SORT_KEYS)
 
     def restore(self, data: bytes) -> None:
         state = orjson.loads(data)
