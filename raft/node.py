@@ -129,7 +129,7 @@ class RaftNode:
     def open(self) -> None:
         """Load the newest snapshot and replay the WAL (blocking; call before serving)."""
         opts = self.opts
-        wal, state = WAL.open(opts.wal_dir, fsync=opts.fsync, max_wals=opts.max_wals)
+        wal, state = WAL.open(opts.wal_dir, fsync=opts.fsync, max_wals=opts.max_wals, preallocate=True)
         self._wal = wal
         if state.torn_tail_truncated:
             log.warning("WAL had a torn last record (crash during a write); it was truncated")

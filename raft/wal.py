@@ -220,11 +220,27 @@ def _decode_snapshot(p: memoryview) -> SnapshotMeta:
 # File system helpers.
 
 
-def _write_all(fd: int, data: bytes | bytearray) -> None:
+def _write_all(fd: int, data: bytes | bytearray, offset: int) -> None:
     view = memoryview(data)
     while view:
-        n = os.write(fd, view)
+        n = os.pwrite(fd, view, offset)
         view = view[n:]
+        offset += n
+
+
+def _preallocate(fd: int, size: int) -> None:
+    """Give a new segment its full size up front (zeros), as etcd does: an fdatasync after an
+    append that grows the file must also commit the new size (~150 us here), one inside the
+    file does not (~105 us). Best effort: without support the file just grows as written."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError:
+        pass
+
+
+def _zero_tail(data: bytes, off: int) -> bool:
+    """Is everything from ``off`` on zeros (the unused, preallocated rest of a segment)?"""
+    return data.count(0, off) == len(data) - off
 
 
 def _fsync_dir(path: Path) -> None:
@@ -276,8 +292,11 @@ class _Replay:
     def snap_index(self) -> int:
         return self.snapshot.index if self.snapshot is not None else 0
 
-    def segment(self, path: Path, seq: int, first_index: int, *, is_last: bool) -> tuple[int, int | None]:
-        """Replay one segment. Returns (highest entry index in it, torn offset or None)."""
+    def segment(
+        self, path: Path, seq: int, first_index: int, *, is_last: bool
+    ) -> tuple[int, int | None, int]:
+        """Replay one segment. Returns (highest entry index in it, torn offset or None, the
+        offset where its records end: a preallocated segment holds zeros after them)."""
         data = path.read_bytes()
         buf = memoryview(data)
         off = 0
@@ -286,9 +305,11 @@ class _Replay:
             try:
                 rec = _parse_record(buf, off)
                 if isinstance(rec, str):
+                    if off > 0 and buf[off] == 0 and _zero_tail(data, off):
+                        return max_index, None, off  # the unused, preallocated rest
                     # The header is never torn: the file got its name only after it was fsynced.
                     if is_last and off > 0 and not _valid_record_after(data, off):
-                        return max_index, off
+                        return max_index, off, off
                     raise WalCorrupt(f"{path}: {rec} at offset {off}")
                 rtype, crc, payload, end = rec
                 if off == 0:
@@ -301,7 +322,7 @@ class _Replay:
             off = end
         if off == 0:
             raise WalCorrupt(f"{path}: empty segment file (no header) at offset 0")
-        return max_index, None
+        return max_index, None, off
 
     def _header(self, path: Path, rtype: int, p: memoryview, seq: int, first_index: int) -> None:
         if rtype != _Rec.SEGMENT or len(p) != _SEGMENT.size:
@@ -402,6 +423,7 @@ class WAL:
         self._fsync = fsync
         self._segment_bytes = segment_bytes
         self._max_wals = max_wals
+        self._preallocate = False  # new segments get their full size (zeros) when cut
         self._lock = threading.Lock()
         self._fd = -1
         self._segments: list[_Segment] = []  # oldest first; the last one is being appended to
@@ -425,17 +447,21 @@ class WAL:
         fsync: bool = True,
         segment_bytes: int = 64 * 1024 * 1024,
         max_wals: int = 5,
+        preallocate: bool = False,
     ) -> tuple[WAL, WalState]:
         """Open (creating if missing) the WAL in ``dir``, replay it and position for appending.
 
         Raises WalCorrupt for damage other than a torn tail, WalLocked if the directory is already
         open. ``max_wals`` is etcd's --max-wals: ``release_before`` keeps at least this many
-        segment files (0 keeps them all).
+        segment files (0 keeps them all). With ``preallocate``, each new segment gets its full
+        ``segment_bytes`` at once (etcd does the same): appends then never grow the file, which
+        makes each fdatasync cheaper. Either layout is read back.
         """
         dir = Path(dir)
         _mkdir_durable(dir, fsync)
         dir_fd = os.open(dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         wal = cls(dir, dir_fd, fsync=fsync, segment_bytes=segment_bytes, max_wals=max_wals)
+        wal._preallocate = preallocate
         try:
             try:
                 fcntl.flock(dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -476,24 +502,24 @@ class WAL:
 
         replay = _Replay()
         torn_at: int | None = None
+        data_end = 0
         for i, (seq, first_index, p) in enumerate(found):
-            max_index, torn_at = replay.segment(p, seq, first_index, is_last=i == len(found) - 1)
+            max_index, torn_at, data_end = replay.segment(p, seq, first_index, is_last=i == len(found) - 1)
             self._segments.append(_Segment(seq, p, max_index))
 
         current = self._segments[-1].path
-        self._fd = os.open(current, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self._fd = os.open(current, os.O_WRONLY | os.O_CLOEXEC)
         if torn_at is not None:
             size = current.stat().st_size
             log.warning(
-                "%s: torn record at offset %d; truncating %d bytes (a crash during a write)",
-                current,
-                torn_at,
-                size - torn_at,
+                "%s: torn record at offset %d; cutting it off (a crash during a write)", current, torn_at
             )
             os.ftruncate(self._fd, torn_at)
+            if self._preallocate and size > torn_at:
+                _preallocate(self._fd, size)  # zeros again where the torn bytes were
             if self._fsync:
                 os.fsync(self._fd)
-        self._offset = os.fstat(self._fd).st_size
+        self._offset = data_end
         self._chain = replay.chain
         self._last = replay.last
         self._snapshot = replay.snapshot
@@ -631,7 +657,7 @@ class WAL:
     def _write(self, buf: bytearray, chain: int) -> None:
         start = self._offset
         try:
-            _write_all(self._fd, buf)
+            _write_all(self._fd, buf, start)
         except OSError as exc:
             # A partial record followed by later appends would look like mid-file corruption on
             # replay. Cut the partial write off and refuse further use.
@@ -680,9 +706,11 @@ class WAL:
         if path.exists():
             raise WalCorrupt(f"{path}: segment already exists at offset 0")
         tmp = path.with_name(path.name + _TMP_SUFFIX)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            _write_all(fd, buf)
+            _write_all(fd, buf, 0)
+            if self._preallocate and self._segment_bytes > len(buf):
+                _preallocate(fd, self._segment_bytes)
             if self._fsync:
                 os.fsync(fd)
             os.rename(tmp, path)

@@ -180,11 +180,12 @@ def wal_segments(data_dir: Path) -> list[Path]:
 
 
 def wal_records(path: Path) -> list[WalRecord]:
-    """Every record of a complete segment; asserts the framing and each record's CRC."""
+    """Every record of a complete segment; asserts the framing and each record's CRC. A segment
+    is preallocated (etcd's layout): zeros after its last record are unused space."""
     data = path.read_bytes()
     out: list[WalRecord] = []
     off = 0
-    while off < len(data):
+    while off < len(data) and data[off:].strip(b"\0"):
         assert len(data) - off >= REC_HEAD.size + 1, f"{path}: short record header at {off}"
         length, crc = REC_HEAD.unpack_from(data, off)
         end = off + REC_HEAD.size + 1 + length

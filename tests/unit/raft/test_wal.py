@@ -367,7 +367,7 @@ def test_torn_tail_repair_with_fsync_on(tmp_path: Path) -> None:
     assert reopen(tmp_path).entries == [*ents(1, 2), ent(3, term=2)]
 
 
-@pytest.mark.parametrize("overwrite", [0, 1, 10])
+@pytest.mark.parametrize("overwrite", [1, 10])
 def test_zero_filled_tail_is_a_torn_tail(tmp_path: Path, overwrite: int) -> None:
     wal, _ = WAL.open(tmp_path)
     hs = HardState(1, 1, 0x0102030405060708)  # no zero bytes at the end of the last record
@@ -381,11 +381,55 @@ def test_zero_filled_tail_is_a_torn_tail(tmp_path: Path, overwrite: int) -> None
     wal, state = WAL.open(tmp_path)
     wal.close()
     assert state.torn_tail_truncated
-    if overwrite:
-        assert state.hard_state == HardState() and state.entries == ents(1, 3)
+    assert state.hard_state == HardState() and state.entries == ents(1, 3)
+    assert seg.stat().st_size == size - record_sizes([], HardState())[0]
+
+
+@pytest.mark.parametrize("preallocate", [False, True])
+def test_zeros_after_the_last_record_are_unused_space(tmp_path: Path, preallocate: bool) -> None:
+    """A preallocated segment (or one a crash extended) ends in zeros: the records end there,
+    nothing is cut, and appends go on right after the last record."""
+    wal, _ = WAL.open(tmp_path, segment_bytes=1 << 20, preallocate=preallocate)
+    hs = HardState(1, 1, 0x0102030405060708)  # no zero bytes at the end of the last record
+    wal.append(ents(1, 3), hs)
+    wal.close()
+    seg = only_segment(tmp_path)
+    if preallocate:
+        assert seg.stat().st_size == 1 << 20
     else:
-        assert state.hard_state == hs
-    assert seg.stat().st_size == (size if not overwrite else size - record_sizes([], HardState())[0])
+        with seg.open("ab") as f:
+            f.write(b"\x00" * 4096)
+    size = seg.stat().st_size
+    wal, state = WAL.open(tmp_path, segment_bytes=1 << 20, preallocate=preallocate)
+    assert not state.torn_tail_truncated and state.hard_state == hs and state.entries == ents(1, 3)
+    wal.append(ents(4, 5), HardState(1, 1, 5))
+    wal.close()
+    assert seg.stat().st_size == size  # written inside the zeros, not after them
+    state = reopen(tmp_path)
+    assert state.entries == ents(1, 5) and state.hard_state == HardState(1, 1, 5)
+
+
+def test_preallocated_segments_rotate_and_cut_a_torn_tail(tmp_path: Path) -> None:
+    wal, _ = WAL.open(tmp_path, segment_bytes=4096, preallocate=True)
+    for i in range(1, 200):
+        wal.append([ent(i)], HardState(1, 1, i))
+    wal.close()
+    segs = sorted(tmp_path.glob("*.wal"))
+    assert len(segs) > 2 and all(p.stat().st_size >= 4096 for p in segs)
+    state = reopen(tmp_path)
+    assert [e.index for e in state.entries] == list(range(1, 200))
+    # A torn write inside the last (preallocated) segment: garbage, then its zeros.
+    last = segs[-1]
+    data = bytearray(last.read_bytes())
+    end = len(bytes(data).rstrip(b"\x00"))
+    data[end : end + 7] = b"\x11" * 7
+    last.write_bytes(bytes(data))
+    wal, state = WAL.open(tmp_path, segment_bytes=4096, preallocate=True)
+    assert state.torn_tail_truncated and [e.index for e in state.entries] == list(range(1, 200))
+    assert last.stat().st_size == len(data)  # its zeros are back where the torn bytes were
+    wal.append([ent(200)], None)
+    wal.close()
+    assert [e.index for e in reopen(tmp_path).entries] == list(range(1, 201))
 
 
 # --- corruption -------------------------------------------------------------------------------
@@ -561,8 +605,8 @@ def test_failed_write_is_cut_off_and_the_wal_refuses_further_use(
     size = only_segment(tmp_path).stat().st_size
     real_write_all = raft.wal._write_all
 
-    def half_then_enospc(fd: int, data: bytes | bytearray) -> None:
-        real_write_all(fd, data[: len(data) // 2])
+    def half_then_enospc(fd: int, data: bytes | bytearray, offset: int) -> None:
+        real_write_all(fd, data[: len(data) // 2], offset)
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(raft.wal, "_write_all", half_then_enospc)
