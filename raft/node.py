@@ -129,11 +129,17 @@ class RaftNode:
     def open(self) -> None:
         """Load the newest snapshot and replay the WAL (blocking; call before serving)."""
         opts = self.opts
-        wal, state = WAL.open(opts.wal_dir, fsync=opts.fsync, max_wals=opts.max_wals, preallocate=True)
+        self._snapshotter = Snapshotter(opts.snap_dir, max_snapshots=opts.max_snapshots)
+        wal, state = WAL.open(
+            opts.wal_dir,
+            fsync=opts.fsync,
+            max_wals=opts.max_wals,
+            preallocate=True,
+            skip_through=self._snapshotter.newest_index(),
+        )
         self._wal = wal
         if state.torn_tail_truncated:
             log.warning("WAL had a torn last record (crash during a write); it was truncated")
-        self._snapshotter = Snapshotter(opts.snap_dir, max_snapshots=opts.max_snapshots)
         applied = 0
         restored = False  # a data dir made by app.restore: a snapshot that names no voters
         if state.snapshot is not None:

@@ -143,6 +143,11 @@ class Snapshotter:
                 _fsync_dir(self._dir)
         return None
 
+    def newest_index(self) -> int:
+        """The index in the newest snapshot file's name (0: none); the file is not read."""
+        found = self._list()
+        return found[-1][0] if found else 0
+
     def _list(self) -> list[tuple[int, int, Path]]:
         """Snapshot files as (index, term, path), oldest first."""
         found: list[tuple[int, int, Path]] = []

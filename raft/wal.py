@@ -282,6 +282,9 @@ class _Replay:
         self.hard_state = HardState()
         self.snapshot: SnapshotMeta | None = None
         self.raw: list[_RawEntry] = []  # (index, term, type, payload): the log after the snapshot
+        # Entries up to here are not kept: a snapshot file covers them (WAL.open checks that the
+        # log's own marker reaches it, else it replays again keeping everything).
+        self.skip_through = 0
         # Newest index the log is known to reach: its last entry, or the snapshot marker if that
         # is later. 0 means "nothing known yet", when any first index is accepted.
         self.last = 0
@@ -362,7 +365,7 @@ class _Replay:
             term, index, etype = _ENTRY.unpack_from(p)
             if etype not in _ENTRY_TYPES:
                 raise _BadPayload(f"unknown entry type {etype}")
-            self._entry(path, off, (index, term, etype, p))
+            self._entry(path, off, index, term, etype, p)
             return int(index)
         if rtype == _Rec.HARD_STATE:
             self.hard_state = _decode_hard_state(p)
@@ -372,8 +375,7 @@ class _Replay:
             raise _BadPayload("segment header in the middle of a segment")
         return 0
 
-    def _entry(self, path: Path, off: int, e: _RawEntry) -> None:
-        index = e[0]
+    def _entry(self, path: Path, off: int, index: int, term: int, etype: int, p: memoryview) -> None:
         if index <= self.snap_index:
             # Covered by the snapshot (etcd ReadAll skips these too). The writer never emits them.
             return
@@ -383,7 +385,8 @@ class _Replay:
         if ents and index <= ents[-1][0]:
             # A Raft log truncation: the new entry replaces index e.index and everything after it.
             del ents[max(0, index - ents[0][0]) :]
-        ents.append(e)
+        if index > self.skip_through:
+            ents.append((index, term, etype, p))
         self.last = index
 
     def _marker(self, meta: SnapshotMeta) -> None:
@@ -448,6 +451,7 @@ class WAL:
         segment_bytes: int = 64 * 1024 * 1024,
         max_wals: int = 5,
         preallocate: bool = False,
+        skip_through: int = 0,
     ) -> tuple[WAL, WalState]:
         """Open (creating if missing) the WAL in ``dir``, replay it and position for appending.
 
@@ -455,7 +459,9 @@ class WAL:
         open. ``max_wals`` is etcd's --max-wals: ``release_before`` keeps at least this many
         segment files (0 keeps them all). With ``preallocate``, each new segment gets its full
         ``segment_bytes`` at once (etcd does the same): appends then never grow the file, which
-        makes each fdatasync cheaper. Either layout is read back.
+        makes each fdatasync cheaper. Either layout is read back. ``skip_through``: the index of
+        the newest snapshot file, whose entries need not be kept while replaying (a restart
+        otherwise holds the whole log until the marker near its end drops it).
         """
         dir = Path(dir)
         _mkdir_durable(dir, fsync)
@@ -467,15 +473,22 @@ class WAL:
                 fcntl.flock(dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise WalLocked(f"{dir}: the WAL is already open") from None
-            state = wal._load()
+            state = wal._load(skip_through)
         except BaseException:
             if wal._fd >= 0:
                 os.close(wal._fd)
             os.close(dir_fd)  # also drops the flock
             raise
+        if skip_through and (state.snapshot is None or state.snapshot.index < skip_through):
+            # The log's newest marker is older than the snapshot file (a crash between saving
+            # the file and recording it): entries were dropped that may be needed. Again, all.
+            wal.close()
+            return cls.open(
+                dir, fsync=fsync, segment_bytes=segment_bytes, max_wals=max_wals, preallocate=preallocate
+            )
         return wal, state
 
-    def _load(self) -> WalState:
+    def _load(self, skip_through: int = 0) -> WalState:
         removed = False
         for p in self._dir.glob("*.wal" + _TMP_SUFFIX):
             # A segment whose creation crashed before its rename: never published, never used.
@@ -501,6 +514,7 @@ class WAL:
                 raise WalCorrupt(f"{next_p}: segment {seq + 1:x} is missing before this file, at offset 0")
 
         replay = _Replay()
+        replay.skip_through = skip_through
         torn_at: int | None = None
         data_end = 0
         for i, (seq, first_index, p) in enumerate(found):

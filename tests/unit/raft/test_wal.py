@@ -636,3 +636,28 @@ def test_failed_fsync_is_not_retried(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(RuntimeError):
         wal.append([ent(2)], None)
     wal.close()
+
+
+def test_skip_through_keeps_only_what_the_snapshot_does_not_cover(tmp_path: Path) -> None:
+    wal, _ = WAL.open(tmp_path)
+    wal.append(ents(1, 50), HardState(1, 1, 50))
+    wal.save_snapshot(SnapshotMeta(index=40, term=1))
+    wal.append(ents(51, 60), HardState(1, 1, 60))
+    wal.close()
+    full = reopen(tmp_path)
+    skipped = reopen(tmp_path, skip_through=40)
+    assert skipped == full and [e.index for e in skipped.entries] == list(range(41, 61))
+    # A snapshot file newer than the log's marker (a crash before the marker was written):
+    # the hint is not trusted, and every entry after the marker is there.
+    wrong = reopen(tmp_path, skip_through=55)
+    assert wrong == full
+    # A truncation that goes back below the hint still drops what it replaces.
+    wal, _ = WAL.open(tmp_path)
+    wal.append([ent(58, term=2), ent(59, term=2)], HardState(2, 1, 59))
+    wal.close()
+    assert reopen(tmp_path, skip_through=40) == reopen(tmp_path)
+    assert [(e.index, e.term) for e in reopen(tmp_path, skip_through=40).entries][-3:] == [
+        (57, 1),
+        (58, 2),
+        (59, 2),
+    ]
