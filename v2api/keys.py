@@ -93,9 +93,16 @@ class KeysHandler:
 
     # ---- answers ---------------------------------------------------------------------------
 
-    def _raft_headers(self) -> Headers:
+    def _event_headers(self, etcd_index: int) -> Headers:
+        """The headers of an answer that shows the store (an event, a listing, a watch)."""
         index, term = self.backend.raft_index_term()
-        return [(b"x-raft-index", b"%d" % index), (b"x-raft-term", b"%d" % term)]
+        return [
+            CT_JSON,
+            self._cluster_header,
+            (b"x-etcd-index", b"%d" % etcd_index),
+            (b"x-raft-index", b"%d" % index),
+            (b"x-raft-term", b"%d" % term),
+        ]
 
     def _error_answer(self, code: int, cause: str, index: int) -> Answer:
         headers: Headers = [CT_JSON, self._cluster_header, (b"x-etcd-index", b"%d" % index)]
@@ -110,14 +117,7 @@ class KeysHandler:
     def _event_answer(self, e: Event, req: KeyRequest, body: bytes | None = None) -> Answer:
         status = 201 if e.action == "create" or (e.action == "set" and e.prev_node is None) else 200
         no_value = req.no_value_on_success and e.action in ("set", "create", "update", "compareAndSwap")
-        index, term = self.backend.raft_index_term()
-        headers: Headers = [
-            CT_JSON,
-            self._cluster_header,
-            (b"x-etcd-index", b"%d" % e.etcd_index),
-            (b"x-raft-index", b"%d" % index),
-            (b"x-raft-term", b"%d" % term),
-        ]
+        headers = self._event_headers(e.etcd_index)
         return status, headers, body if body is not None else event_json(e, no_value)
 
     def _store_error_answer(self, err: StoreError) -> Answer:
@@ -178,15 +178,7 @@ class KeysHandler:
             w = self.backend.v2.watch(req.path, req.recursive, False, req.wait_index)
         except StoreError:
             return None  # EventIndexCleared: __call__ answers it (the scan changed nothing)
-        index, term = self.backend.raft_index_term()
-        headers: Headers = [
-            *self._answer_prefix,
-            CT_JSON,
-            self._cluster_header,
-            (b"x-etcd-index", b"%d" % w.start_index),
-            (b"x-raft-index", b"%d" % index),
-            (b"x-raft-term", b"%d" % term),
-        ]
+        headers = [*self._answer_prefix, *self._event_headers(w.start_index)]
         if w.events:  # answered from history: the whole answer now, chunked like __call__'s
             return 200, headers, event_json(w.events.popleft())
         body = _WatchBody(w, loop=asyncio.get_running_loop())
@@ -361,12 +353,7 @@ class KeysHandler:
 
         listener = asyncio.get_running_loop().create_task(watch_disconnect())
         try:
-            headers: Headers = [
-                CT_JSON,
-                self._cluster_header,
-                (b"x-etcd-index", str(w.start_index).encode()),
-                *self._raft_headers(),
-            ]
+            headers = self._event_headers(w.start_index)
             # Headers go out at once: clients see 200 while the watch is still waiting.
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             while True:
