@@ -648,11 +648,7 @@ class HttpProtocol(asyncio.Protocol):
         cycle.started = cycle.chunked = True
         cycle.waiting = body
         self.cycle = cycle
-        parts = [STATUS_LINE.get(status) or _status_line(status), self.state.date_line]
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
-        parts.append(b"transfer-encoding: chunked\r\n\r\n")
-        self.transport.write(b"".join(parts))
+        self.transport.write(self._fast_head(status, headers, chunked=True, close=False)[0])
         self.touched = True
         body.add_done_callback(lambda fut: self._fast_body_done(cycle, fut))
 
@@ -698,26 +694,32 @@ class HttpProtocol(asyncio.Protocol):
         else:
             self.transport.writelines(parts)
 
+    def _fast_head(
+        self, status: int, headers: list[tuple[bytes, bytes]], *, chunked: bool, close: bool
+    ) -> tuple[bytes, bool]:
+        """The head of a fast answer, and whether its body goes out chunked: as _Cycle frames
+        one, chunked when `chunked` is allowed and the headers carry no content-length."""
+        parts = [STATUS_LINE.get(status) or _status_line(status), self.state.date_line]
+        for name, value in headers:
+            if name == b"content-length":
+                chunked = False
+            parts += (name, b": ", value, b"\r\n")
+        if chunked:
+            parts.append(b"transfer-encoding: chunked\r\n")
+        if close:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts), chunked
+
     def _fast_parts(self, answer: FastAnswer, close: bool = False) -> tuple[bytes, ...]:
         """The answer as (head, body) or, chunked, (head, chunk size line, body, chunk tail)."""
         status, headers, body = answer
         if not isinstance(body, bytes):
             raise TypeError("a long poll (a Future body) must be answered at once, to a GET")
-        parts = [STATUS_LINE.get(status) or _status_line(status), self.state.date_line]
-        chunked = True
-        for name, value in headers:
-            if name == b"content-length":
-                chunked = False
-            parts += (name, b": ", value, b"\r\n")
-        if status in (204, 304) or status < 200:
-            body = b""
-            chunked = False
-        if chunked:  # as _Cycle frames an answer without a content-length
-            parts.append(b"transfer-encoding: chunked\r\n")
-        if close:
-            parts.append(b"connection: close\r\n")
-        parts.append(b"\r\n")
-        head = b"".join(parts)
+        no_body = status in (204, 304) or status < 200
+        head, chunked = self._fast_head(status, headers, chunked=not no_body, close=close)
+        if no_body:
+            return head, b""
         if not chunked:
             return head, body
         if not body:
