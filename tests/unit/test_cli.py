@@ -38,6 +38,14 @@ LOCAL = [
 ]  # fmt: skip
 
 
+@pytest.fixture(autouse=True)
+def _empty_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The default data dir (default.etcd) is relative to the working directory, and a data dir
+    # that exists turns off the --initial-cluster checks: a `bin/serve` run in the checkout
+    # must not change what these tests see.
+    monkeypatch.chdir(tmp_path)
+
+
 def p(*argv: str, env: dict[str, str] | None = None) -> Config:
     return parse(list(argv), env or {}, warn=lambda _m: None)
 
