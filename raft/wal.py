@@ -238,6 +238,33 @@ def _preallocate(fd: int, size: int) -> None:
         pass
 
 
+_SCAN_CHUNK: Final = 1 << 20
+
+
+def _read_used(path: Path) -> bytes:
+    """The segment's bytes up to one chunk past its last non-zero chunk: the rest of a
+    preallocated segment is zeros, so it is checked (compared a chunk at a time, in place) but
+    never copied into memory. A record that runs into that region is torn or corrupt either way."""
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        end = size
+        chunk = bytearray(_SCAN_CHUNK)
+        zeros = bytes(_SCAN_CHUNK)
+        while end > 0:
+            start = (end - 1) // _SCAN_CHUNK * _SCAN_CHUNK
+            n = os.preadv(f.fileno(), [memoryview(chunk)[: end - start]], start)
+            if n != end - start:
+                break
+            # bytearray == bytes is one memcmp; memoryview comparisons go item by item.
+            if (chunk != zeros) if n == _SCAN_CHUNK else (chunk[:n] != zeros[:n]):
+                break
+            end = start
+        keep = min(size, end + _SCAN_CHUNK)
+        f.seek(0)
+        data = f.read(keep)
+        return data if len(data) == keep else data + f.read()
+
+
 def _zero_tail(data: bytes, off: int) -> bool:
     """Is everything from ``off`` on zeros (the unused, preallocated rest of a segment)?"""
     return data.count(0, off) == len(data) - off
@@ -300,11 +327,16 @@ class _Replay:
     ) -> tuple[int, int | None, int]:
         """Replay one segment. Returns (highest entry index in it, torn offset or None, the
         offset where its records end: a preallocated segment holds zeros after them)."""
-        data = path.read_bytes()
+        data = _read_used(path)
         buf = memoryview(data)
         off = 0
         max_index = 0
-        while off < len(buf):
+        size = len(data)
+        while off < size:
+            if off > 0 and not self.raw and max(self.skip_through, self.snap_index) > self.last:
+                off, max_index = self._skip_covered(buf, data, off, max_index)
+                if off >= size:
+                    break
             try:
                 rec = _parse_record(buf, off)
                 if isinstance(rec, str):
@@ -326,6 +358,50 @@ class _Replay:
         if off == 0:
             raise WalCorrupt(f"{path}: empty segment file (no header) at offset 0")
         return max_index, None, off
+
+    def _skip_covered(self, buf: memoryview, data: bytes, off: int, max_index: int) -> tuple[int, int]:
+        """Walk the entry records from `off` that need nothing but checking: intact, in order, and
+        covered by the snapshot (most of a restart's WAL). Stops at the first record that needs
+        more (anything else, a gap, a truncation, a kept entry, damage) for segment() to handle;
+        returns that offset and the highest index seen. Same checks as the general path, inlined:
+        ~3x faster per record."""
+        size = len(data)
+        head = _REC_HEAD.unpack_from
+        ent = _ENTRY.unpack_from
+        crc32 = zlib.crc32
+        entry_type, hard_state_type = int(_Rec.ENTRY), int(_Rec.HARD_STATE)
+        chain = self.chain
+        last = self.last
+        through = max(self.skip_through, self.snap_index)
+        while size - off >= _MIN_RECORD + _HARD_STATE.size:
+            length, crc = head(buf, off)
+            end = off + _MIN_RECORD + length
+            rtype = data[off + _REC_HEAD.size]
+            if end > size:
+                break
+            if rtype == hard_state_type and length == _HARD_STATE.size:  # written with each batch
+                if crc32(buf[off + _REC_HEAD.size : end]) != crc:
+                    break
+                self.hard_state = _decode_hard_state(buf[off + _MIN_RECORD : end])
+                chain = crc32(crc.to_bytes(4, "little"), chain)
+                off = end
+                continue
+            if rtype != entry_type or length < _ENTRY.size:
+                break
+            _term, index, etype = ent(buf, off + _MIN_RECORD)
+            if index > through or self.raw or (last and index != last + 1) or etype not in _ENTRY_TYPES:
+                break
+            if crc32(buf[off + _REC_HEAD.size : end]) != crc:
+                break
+            chain = crc32(crc.to_bytes(4, "little"), chain)
+            if index > self.snap_index:
+                last = index
+            if index > max_index:
+                max_index = index
+            off = end
+        self.chain = chain
+        self.last = last
+        return off, max_index
 
     def _header(self, path: Path, rtype: int, p: memoryview, seq: int, first_index: int) -> None:
         if rtype != _Rec.SEGMENT or len(p) != _SEGMENT.size:
