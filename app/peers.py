@@ -258,6 +258,7 @@ class PeerTransport:
         self._node: NodeReports | None = None
         self._forward_client: httpx.AsyncClient | None = None
         self._snap_client: httpx.AsyncClient | None = None
+        self._started = False  # between start() and stop(): clients may be created
         self.sent_append_count = 0
         # etcd_network_snapshot_send_success / _failures, by peer id
         self.snapshot_send_success: dict[int, int] = {}
@@ -268,24 +269,35 @@ class PeerTransport:
         }
 
     def start(self, node: NodeReports) -> None:
-        """Create the clients and sender tasks (call inside the running loop)."""
+        """Create the sender tasks (call inside the running loop). The shared clients come on
+        first use: a one-member cluster never needs them (~15 ms of its start)."""
         self._node = node
+        self._started = True
         for pid in list(self._peer_urls):
             self._start_peer(pid)
-        self._forward_client = httpx.AsyncClient(
-            timeout=_timeout(),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-            headers=self._headers,
-            verify=_PLAIN_HTTP_ONLY,
-        )
+
+    def _forwarder(self) -> httpx.AsyncClient | None:
+        """The client for proposals and lease calls forwarded to the leader; None once stopped."""
+        if self._forward_client is None and self._started:
+            self._forward_client = httpx.AsyncClient(
+                timeout=_timeout(),
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+                headers=self._headers,
+                verify=_PLAIN_HTTP_ONLY,
+            )
+        return self._forward_client
+
+    def _snapshot_client(self) -> httpx.AsyncClient | None:
         # Snapshots are rare and at most one per peer is in flight (send()), so no pool bound
         # and no idle connections kept.
-        self._snap_client = httpx.AsyncClient(
-            timeout=_timeout(),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
-            headers=self._headers,
-            verify=_PLAIN_HTTP_ONLY,
-        )
+        if self._snap_client is None and self._started:
+            self._snap_client = httpx.AsyncClient(
+                timeout=_timeout(),
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
+                headers=self._headers,
+                verify=_PLAIN_HTTP_ONLY,
+            )
+        return self._snap_client
 
     def _start_peer(self, pid: int) -> None:
         client = httpx.AsyncClient(
@@ -336,7 +348,7 @@ class PeerTransport:
         from store.errors import LeaderUnknown, MembershipError, RequestTimeout
 
         url = self.peer_url(leader)
-        client = self._forward_client
+        client = self._forwarder()
         if url is None or client is None:
             raise LeaderUnknown()
         try:
@@ -352,6 +364,7 @@ class PeerTransport:
             raise LeaderUnknown() from None
 
     async def stop(self) -> None:
+        self._started = False
         for peer in self._peers.values():
             if peer.task is not None:
                 peer.task.cancel()
@@ -494,7 +507,10 @@ class PeerTransport:
             self._report_snapshot(peer.id, failed=not ok)
 
     async def _post_snapshot(self, peer: _Peer, m: Message) -> bool:
-        assert m.snapshot is not None and self._snap_client is not None
+        assert m.snapshot is not None
+        client = self._snapshot_client()
+        if client is None:
+            return False  # stopping
         index, data = m.snapshot.meta.index, m.snapshot.data
         if len(data) > MAX_SNAPSHOT_BYTES:
             log.error("database snapshot [index: %d, to: %x] too large: %d bytes", index, peer.id, len(data))
@@ -507,7 +523,7 @@ class PeerTransport:
         start = time.monotonic()
         try:
             async with asyncio.timeout(timeout_s):
-                resp = await self._snap_client.post(
+                resp = await client.post(
                     peer.url + SNAPSHOT_ROUTE,
                     content=_snapshot_body(header, data),
                     # A declared length, not chunked encoding: the receiver checks it up front.
@@ -539,7 +555,7 @@ class PeerTransport:
     async def forward(self, leader: int, data: bytes, *, conf: bool = False) -> ForwardResult:
         """POST one encoded entry to the leader's /raft/propose; see ForwardOutcome."""
         url = self.peer_url(leader)
-        client = self._forward_client
+        client = self._forwarder()
         if url is None or client is None:
             return ForwardResult(ForwardOutcome.REFUSED)
         try:
@@ -580,7 +596,7 @@ class PeerTransport:
 
     async def _lease_post(self, leader: int, route: str, body: dict[str, Any]) -> dict[str, Any] | None:
         url = self.peer_url(leader)
-        client = self._forward_client
+        client = self._forwarder()
         if url is None or client is None:
             return None
         try:
