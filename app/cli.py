@@ -732,8 +732,8 @@ def error_text(exc: ConfigError) -> tuple[int, str]:
     return 1, text
 
 
-# The client port's HTTP server (etcdpy's own choice, not an etcd flag): app.httpserver, or
-# uvicorn (kept working and selectable: ETCDPY_HTTP_SERVER=uvicorn).
+# The HTTP server of the client and peer ports (etcdpy's own choice, not an etcd flag):
+# app.httpserver, or uvicorn (kept working and selectable: ETCDPY_HTTP_SERVER=uvicorn).
 HTTP_SERVERS = ("lean", "uvicorn")
 
 

@@ -8,19 +8,22 @@ run one scenario against both.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
 import signal
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 
+from app.httpserver import serve_asgi
 from tests.support.procs import ServerProc, ServerStartError, etcd_flags, port_allocator
 
 CLUSTER_PORTS = port_allocator(27000, 28000)
@@ -30,6 +33,27 @@ TOKEN = "etcdpy-cluster-test"
 NAMES = ("c1", "c2", "c3")
 
 T = TypeVar("T")
+
+
+@contextlib.asynccontextmanager
+async def serve_peer_port(app: Callable[..., Awaitable[None]]) -> AsyncIterator[str]:
+    """Serve an ASGI app on a loopback port of this suite as etcdpy serves its peer port (the
+    lean HTTP server, no server-side body limit: the peer app checks its own); yields its URL."""
+    (port,) = CLUSTER_PORTS.allocate(1)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(128)
+    stop = asyncio.Event()
+    task = asyncio.get_running_loop().create_task(
+        serve_asgi(app, [sock], keep_alive_s=120, stop=stop, graceful_s=1, max_body_bytes=-1)
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        sock.close()
 
 
 def wait_for(what: str, fn: Callable[[], T | None], timeout_s: float, interval_s: float = 0.05) -> T:

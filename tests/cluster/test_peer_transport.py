@@ -1,24 +1,22 @@
 """app.peers in one process: the cluster-ID check, routing, batching, and a dead peer's isolation.
 
-The receiving side runs under uvicorn on 127.0.0.1 (this suite's ports, 27000-27999); a "dead"
+The receiving side runs on etcdpy's peer-port HTTP server on 127.0.0.1 (this suite's ports, 27000-27999); a "dead"
 peer is a port nobody listens on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import uvicorn
 
 from app.peers import ForwardOutcome, PeerApp, PeerTransport
 from raft.codec import encode_batch
 from raft.core.errors import NotLeader, ProposalDropped
 from raft.core.types import Entry, Message, MsgType, Snapshot, SnapshotMeta
 from tests.cluster.helpers import CLUSTER_PORTS
+from tests.cluster.helpers import serve_peer_port as serve_peer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -76,22 +74,6 @@ class FakeNode:
 
     def report_snapshot(self, node_id: int, *, failed: bool) -> None:
         self.snapshots.append((node_id, failed))
-
-
-@contextlib.asynccontextmanager
-async def serve_peer(app: PeerApp) -> AsyncIterator[str]:
-    (port,) = CLUSTER_PORTS.allocate(1)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="error")
-    )
-    task = asyncio.get_running_loop().create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def until(pred: object, timeout_s: float = 5.0) -> None:

@@ -2,21 +2,19 @@
 
 The route is driven in process through httpx.ASGITransport, which hands the body to the app in
 the pieces the client yields, so the receiver's chunk handling is exercised with odd sizes. The
-sender tests serve a PeerApp under uvicorn on 127.0.0.1 (the cluster suite's ports); a dead peer
+sender tests serve a PeerApp as etcdpy's peer port does, on 127.0.0.1 (the cluster suite's ports); a dead peer
 is a port nobody listens on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import tracemalloc
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from app import peers
 from app.peers import SNAPSHOT_ROUTE, PeerApp, PeerTransport
@@ -30,6 +28,7 @@ from raft.codec import (
 )
 from raft.core.types import ConfState, Entry, Message, MsgType, Snapshot, SnapshotMeta
 from tests.cluster.helpers import CLUSTER_PORTS
+from tests.cluster.helpers import serve_peer_port as serve
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -236,24 +235,6 @@ async def test_receiver_holds_the_snapshot_once() -> None:
 # ---- sending ---------------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def serve(app: Callable[..., Awaitable[None]]) -> AsyncIterator[str]:
-    (port,) = CLUSTER_PORTS.allocate(1)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="error")
-    )
-    task = asyncio.get_running_loop().create_task(server.serve())
-    deadline = asyncio.get_running_loop().time() + 5
-    while not server.started:
-        assert asyncio.get_running_loop().time() < deadline, "uvicorn did not start"
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-
-
 async def until(pred: Callable[[], bool], timeout_s: float = 10.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not pred():
@@ -314,7 +295,7 @@ async def test_snapshot_goes_on_its_own_request_and_does_not_block_messages() ->
             assert t.snapshot_send_success == {LIVE: 1} and t.snapshot_send_failures == {DEAD: 1}
             assert 'etcd_network_snapshot_send_success{To="22"} 1' in t.metric_lines()
         finally:
-            gated.gate.set()  # never leave a request parked: uvicorn waits for it on exit
+            gated.gate.set()  # never leave a request parked: the server waits for it on exit
             await t.stop()
 
 
