@@ -45,6 +45,17 @@ READ_INDEX_RETRY_S = 0.5
 NO_LEADER_RETRY_S = 0.02
 
 
+# A lone write's fsync runs on the event loop (see RaftNode._persist) only while fsyncs take less
+# than this on average: the loop answers nothing else meanwhile.
+INLINE_SYNC_MAX_S = 0.002
+
+
+def _timed_sync(wal: WAL) -> float:
+    start = time.perf_counter()
+    wal.sync()
+    return time.perf_counter() - start
+
+
 class Transport(Protocol):
     """Sends messages to peers (STYLE §4 seam).
 
@@ -126,6 +137,7 @@ class RaftNode:
         self._apply_seq = itertools.count()
         self._campaign_when_applied = False
         self._entries_per_sync = 1.0  # moving average of the entries each fsync made durable
+        self._sync_s = 0.0  # an fsync's duration: the last slow one, decaying
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -485,11 +497,15 @@ class RaftNode:
                 # on the loop, since handing it to a thread and back costs more than the fsync
                 # (two cross-thread wake-ups, ~190 us of wall time per write here, ~100 us of
                 # CPU). Once writes overlap, the loop keeps taking requests during the fsync.
+                # Only while fsyncs are quick: a slow disk must not stall reads and heartbeats.
                 self._entries_per_sync += (len(rd.entries) - self._entries_per_sync) * 0.25
-                if self._entries_per_sync < 1.5 and len(rd.entries) <= 1 and rd.snapshot is None:
-                    wal.sync()
+                lone = self._entries_per_sync < 1.5 and len(rd.entries) <= 1
+                if lone and rd.snapshot is None and self._sync_s < INLINE_SYNC_MAX_S:
+                    took = _timed_sync(wal)
                 else:
-                    await asyncio.to_thread(wal.sync)
+                    took = await asyncio.to_thread(_timed_sync, wal)
+                # Up at once, down slowly: one slow fsync is enough to leave the loop.
+                self._sync_s = took if took > self._sync_s else self._sync_s + (took - self._sync_s) * 0.25
         if rd.entries:
             self.storage.append(rd.entries)
         if rd.hard_state is not None:
