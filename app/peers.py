@@ -378,8 +378,10 @@ class PeerTransport:
             await peer.client.aclose()
         if self._forward_client is not None:
             await self._forward_client.aclose()
+            self._forward_client = None  # a call after stop is refused, not sent on a closed client
         if self._snap_client is not None:
             await self._snap_client.aclose()
+            self._snap_client = None
         self._peers.clear()
 
     def peer_url(self, member_id: int) -> str | None:

@@ -41,6 +41,7 @@ CHOICES: dict[str, dict[str, str]] = {
     "lean-eager": {"ETCDPY_HTTP_SERVER": "lean-eager"},
     "lean": {"ETCDPY_HTTP_SERVER": "lean"},
     "lean-gc": {"ETCDPY_HTTP_SERVER": "lean", "ETCDPY_GC": "freeze"},
+    "ceiling": {},  # bench/ceiling_server.py: HTTP + a durable group-commit log, no store, no Raft
 }
 
 
@@ -111,6 +112,8 @@ def preload(srv: Server) -> None:
 def start(label: str, tmp: Path, tag: str) -> Server:
     if label == "etcd":
         cmd = ["/usr/bin/etcd"]
+    elif label == "ceiling":
+        cmd = [sys.executable, str(REPO / "bench" / "ceiling_server.py")]
     else:
         env = [f"{k}={v}" for k, v in CHOICES[label].items()]
         cmd = ["/usr/bin/env", *env, sys.executable, str(LAUNCHER)]  # env execs: same PID

@@ -3,8 +3,8 @@
     ETCDPY_HTTP_SERVER=lean .venv/bin/python bench/launch_with_server.py <etcd flags>
 
 ETCDPY_HTTP_SERVER (read here and nowhere else):
-  uvicorn        app.server unchanged (httptools, uvloop, proxy headers on)
-  uvicorn-tuned  uvicorn with proxy_headers=False (no ProxyHeadersMiddleware coroutine per request)
+  uvicorn        app.server's uvicorn (httptools, uvloop, proxy_headers=False)
+  uvicorn-tuned  the same now (it was uvicorn with proxy_headers=False when that was not the default)
   lean           app.httpserver.serve_asgi (the default start="task": a Task per request)
   lean-batch     start="batch": the first step of every request parsed in one loop turn runs
                  from one callback, a Task only once the app waits (breaks anyio/httpx, see there)
@@ -13,8 +13,8 @@ ETCDPY_HTTP_SERVER (read here and nowhere else):
 ETCDPY_GC=freeze  (or freeze,stats) also: gc.freeze() once the server is up and gen-0 threshold 50,000 (experiment).
 ETCDPY_GC=stats   print, at exit, the time spent in the cyclic GC per generation (to stderr).
 
-It swaps `app.server._QuietServer` for the client app only (the peer port stays on uvicorn), so
-app/server.py is not edited; the lead wires the chosen server into serve() directly.
+It swaps `app.server._serve_http` for the client app only (the peer port keeps the server app.cli
+picks: uvicorn for the uvicorn variants, the lean server otherwise), so app/server.py is not edited.
 """
 
 from __future__ import annotations
@@ -26,12 +26,11 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import uvicorn
 
 import app.server as server_mod
 from app import cli
@@ -39,42 +38,15 @@ from app.asgi import ClientApp
 from app.httpserver import StartMode, serve_asgi
 
 CHOICE = os.environ.get("ETCDPY_HTTP_SERVER", "uvicorn")
-_RealQuiet = server_mod._QuietServer
-
-
-class _LeanAdapter:
-    """Looks like the uvicorn.Server that serve() drives: serve(sockets=...), should_exit."""
-
-    def __init__(self, config: uvicorn.Config, *, start: StartMode) -> None:
-        self.config = config
-        self.start = start
-        self._stop: asyncio.Event | None = None
-
-    async def serve(self, sockets: list[socket.socket]) -> None:
-        self._stop = asyncio.Event()
-        assert isinstance(self.config.app, ClientApp)
-        await serve_asgi(
-            self.config.app,
-            sockets,
-            keep_alive_s=float(self.config.timeout_keep_alive),
-            stop=self._stop,
-            graceful_s=float(self.config.timeout_graceful_shutdown or 1),
-            start=self.start,
-        )
-
-    @property
-    def should_exit(self) -> bool:
-        return self._stop is not None and self._stop.is_set()
-
-    @should_exit.setter
-    def should_exit(self, value: bool) -> None:
-        if value and self._stop is not None:
-            self._stop.set()
+# app.cli accepts only its own two choices (both ports); the variants below replace the client
+# port's server on top of the nearest one.
+os.environ["ETCDPY_HTTP_SERVER"] = "uvicorn" if CHOICE.startswith("uvicorn") else "lean"
+_real_serve_http = server_mod._serve_http
 
 
 class _GranianAdapter:
-    def __init__(self, config: uvicorn.Config) -> None:
-        self.config = config
+    def __init__(self, app: Any) -> None:
+        self.app = app
         self._server: Any = None
 
     async def serve(self, sockets: list[socket.socket]) -> None:
@@ -85,7 +57,7 @@ class _GranianAdapter:
         for s in sockets:
             s.close()  # granian binds its own listener
         self._server = Server(
-            self.config.app,
+            self.app,
             address=host,
             port=port,
             interface=Interfaces.ASGINL,
@@ -96,30 +68,29 @@ class _GranianAdapter:
         )
         await self._server.serve()
 
-    @property
-    def should_exit(self) -> bool:
-        return False
-
-    @should_exit.setter
-    def should_exit(self, value: bool) -> None:
-        if value and self._server is not None:
+    def stop(self) -> None:
+        if self._server is not None:
             self._server.stop()
 
 
-def _server_for(config: uvicorn.Config) -> Any:
-    if not isinstance(config.app, ClientApp) or CHOICE == "uvicorn":
-        return _RealQuiet(config)
-    if CHOICE == "uvicorn-tuned":
-        config.proxy_headers = False
-        return _RealQuiet(config)
-    if CHOICE in ("lean", "lean-task"):
-        return _LeanAdapter(config, start="task")
-    if CHOICE == "lean-batch":
-        return _LeanAdapter(config, start="batch")
-    if CHOICE == "lean-eager":
-        return _LeanAdapter(config, start="eager")
+def _serve_http(
+    app: Any, socks: list[socket.socket], *, kind: str, keep_alive_s: int, max_body_bytes: int
+) -> tuple[asyncio.Task[None], Callable[[], None]]:
+    """app.server._serve_http, with the client port's server swapped for the chosen variant."""
+    # uvicorn-tuned (proxy_headers=False) is what app.server's uvicorn does now.
+    if not isinstance(app, ClientApp) or CHOICE in ("uvicorn", "uvicorn-tuned", "lean", "lean-task"):
+        return _real_serve_http(app, socks, kind=kind, keep_alive_s=keep_alive_s, max_body_bytes=max_body_bytes)
+    loop = asyncio.get_running_loop()
+    if CHOICE in ("lean-batch", "lean-eager"):
+        start: StartMode = "batch" if CHOICE == "lean-batch" else "eager"
+        stop = asyncio.Event()
+        task = loop.create_task(
+            serve_asgi(app, socks, keep_alive_s=keep_alive_s, stop=stop, graceful_s=1, start=start)
+        )
+        return task, stop.set
     if CHOICE == "granian":
-        return _GranianAdapter(config)
+        adapter = _GranianAdapter(app)
+        return loop.create_task(adapter.serve(socks)), adapter.stop
     raise SystemExit(f"launch_with_server: unknown ETCDPY_HTTP_SERVER={CHOICE!r}")
 
 
@@ -147,7 +118,7 @@ def _gc_stats() -> None:
 
 
 def main() -> int:
-    server_mod._QuietServer = _server_for  # type: ignore[misc,assignment]
+    server_mod._serve_http = _serve_http
     gc_opts = os.environ.get("ETCDPY_GC", "").split(",")
     if "stats" in gc_opts:
         _gc_stats()
