@@ -268,6 +268,10 @@ def clean_path(p: str) -> str:
 
 def parse_key_request(method: str, key_path: str, form: dict[str, list[str]]) -> KeyRequest:
     """etcd v2http parseKeyRequest: validate in etcd's order; key_path is after /v2/keys."""
+    if not form or (len(form) == 1 and "value" in form):
+        # The common shapes (a plain GET, a plain set): nothing to check, every other field
+        # keeps its default; what the checks below would conclude, without ~15 lookups.
+        return KeyRequest(method=method, path=clean_path("/1/" + key_path), value=form["value"][0] if form else "")
     req = KeyRequest(method=method, path=clean_path("/1/" + key_path))
     req.prev_index = _get_uint(form, "prevIndex", 203)
     req.wait_index = _get_uint(form, "waitIndex", 203)
