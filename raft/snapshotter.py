@@ -45,6 +45,7 @@ _SNAP_RE: Final = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.snap$")
 _TMP_SUFFIX: Final = ".tmp"
 _BROKEN_SUFFIX: Final = ".broken"
 _CHUNK: Final = 1 << 20
+_SYNC_EVERY_CHUNKS: Final = 8  # fdatasync every 8 MiB written (see save)
 _MAX_META: Final = 1 << 24  # a sanity bound: metadata is a few ids, never megabytes
 
 
@@ -117,6 +118,12 @@ class Snapshotter:
             f.write(meta_raw)
             for start in range(0, len(data), _CHUNK):
                 f.write(data[start : start + _CHUNK])
+                if start // _CHUNK % _SYNC_EVERY_CHUNKS == _SYNC_EVERY_CHUNKS - 1:
+                    # Flushed as it goes: on ext4 (data=ordered) the WAL's next fdatasync would
+                    # otherwise wait for all of this file's dirty pages (~50-80 ms for 141 MB
+                    # here; ~5 ms with this).
+                    f.flush()
+                    os.fdatasync(f.fileno())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

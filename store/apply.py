@@ -8,6 +8,8 @@ are results, not failures of apply, and leave the state unchanged). `snapshot()`
 
 from __future__ import annotations
 
+import gc
+import secrets
 from collections.abc import Callable
 from typing import Any, assert_never
 
@@ -143,15 +145,26 @@ class Applier:
 
     def take_snapshot(self) -> Callable[[], bytes]:
         """The state now, as a function that encodes it: the state is copied (immutable values
-        in fresh lists) so the encoding may run later or on another thread."""
+        in fresh lists) so the encoding may run later or on another thread.
+
+        The copy is ~1 tuple per key, none in a cycle: no collection runs while it is made
+        (one that did took ~170 of 260 ms at 700,000 keys, all on the event loop)."""
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            v2 = self.v2.to_obj()
+            v3 = self.v3.to_obj()
+        finally:
+            if collecting:
+                gc.enable()
         state: dict[str, Any] = {
             "format": SNAPSHOT_FORMAT,
             "applied_index": self.applied_index,
-            "v2": self.v2.to_obj(),
-            "v3": self.v3.to_obj(),
+            "v2": v2,
+            "v3": v3,
             "alarms": sorted(self.alarms),
         }
-        return lambda: orjson.dumps(state, option=orjson.OPT_SORT_KEYS)
+        return lambda: _encode_state(state)
 
     def restore(self, data: bytes) -> None:
         state = orjson.loads(data)
@@ -165,3 +178,24 @@ class Applier:
         self.v3.load_obj(v3)
         self.alarms = {(int(m), int(a)) for m, a in state.get("alarms", [])}
         self.applied_index = state["applied_index"]
+
+
+# v2 nodes per orjson call when a snapshot is encoded (~5 ms each): the encoding runs on a
+# worker thread, and the event loop can take the GIL back only between calls.
+_ENCODE_NODES_PER_CALL = 20_000
+
+
+def _encode_state(state: dict[str, Any]) -> bytes:
+    """orjson.dumps(state, OPT_SORT_KEYS), byte for byte, with the v2 node list (most of a big
+    state) encoded in pieces: the rest is encoded around a placeholder made after the state was
+    copied (so no key or value can hold it), which the pieces then replace."""
+    nodes: list[Any] = state["v2"]["nodes"]
+    placeholder = "nodes-" + secrets.token_hex(16)
+    shell = orjson.dumps({**state, "v2": {**state["v2"], "nodes": placeholder}}, option=orjson.OPT_SORT_KEYS)
+    pieces = [
+        orjson.dumps(nodes[i : i + _ENCODE_NODES_PER_CALL])[1:-1]
+        for i in range(0, len(nodes), _ENCODE_NODES_PER_CALL)
+    ]
+    head, found, tail = shell.partition(b'"' + placeholder.encode() + b'"')
+    assert found, "the placeholder is in the encoded shell"
+    return b"".join((head, b"[", b",".join(pieces), b"]", tail))
