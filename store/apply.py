@@ -9,7 +9,6 @@ are results, not failures of apply, and leave the state unchanged). `snapshot()`
 from __future__ import annotations
 
 import gc
-import secrets
 from collections.abc import Callable
 from typing import Any, assert_never
 
@@ -164,7 +163,7 @@ class Applier:
             "v3": v3,
             "alarms": sorted(self.alarms),
         }
-        return lambda: _encode_state(state)
+        return lambda: orjson.dumps(state, option=orjson.OPT_SORT_KEYS)
 
     def restore(self, data: bytes) -> None:
         state = orjson.loads(data)
@@ -178,24 +177,3 @@ class Applier:
         self.v3.load_obj(v3)
         self.alarms = {(int(m), int(a)) for m, a in state.get("alarms", [])}
         self.applied_index = state["applied_index"]
-
-
-# v2 nodes per orjson call when a snapshot is encoded (~5 ms each): the encoding runs on a
-# worker thread, and the event loop can take the GIL back only between calls.
-_ENCODE_NODES_PER_CALL = 20_000
-
-
-def _encode_state(state: dict[str, Any]) -> bytes:
-    """orjson.dumps(state, OPT_SORT_KEYS), byte for byte, with the v2 node list (most of a big
-    state) encoded in pieces: the rest is encoded around a placeholder made after the state was
-    copied (so no key or value can hold it), which the pieces then replace."""
-    nodes: list[Any] = state["v2"]["nodes"]
-    placeholder = "nodes-" + secrets.token_hex(16)
-    shell = orjson.dumps({**state, "v2": {**state["v2"], "nodes": placeholder}}, option=orjson.OPT_SORT_KEYS)
-    pieces = [
-        orjson.dumps(nodes[i : i + _ENCODE_NODES_PER_CALL])[1:-1]
-        for i in range(0, len(nodes), _ENCODE_NODES_PER_CALL)
-    ]
-    head, found, tail = shell.partition(b'"' + placeholder.encode() + b'"')
-    assert found, "the placeholder is in the encoded shell"
-    return b"".join((head, b"[", b",".join(pieces), b"]", tail))
