@@ -152,7 +152,7 @@ class Applier:
         gc.disable()
         try:
             v2 = self.v2.to_obj()
-            v3 = self.v3.to_obj()
+            v3 = self.v3.copy_state()  # its base64 form is built with the encoding
         finally:
             if collecting:
                 gc.enable()
@@ -160,10 +160,9 @@ class Applier:
             "format": SNAPSHOT_FORMAT,
             "applied_index": self.applied_index,
             "v2": v2,
-            "v3": v3,
             "alarms": sorted(self.alarms),
         }
-        return lambda: orjson.dumps(state, option=orjson.OPT_SORT_KEYS)
+        return lambda: orjson.dumps({**state, "v3": v3()}, option=orjson.OPT_SORT_KEYS)
 
     def restore(self, data: bytes) -> None:
         state = orjson.loads(data)

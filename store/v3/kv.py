@@ -197,21 +197,27 @@ class MvccStore:
         self._size_high = self.db_size_in_use() + EMPTY_DB_SIZE - EMPTY_DB_IN_USE
 
     def to_obj(self) -> dict[str, Any]:
-        recs: list[list[Any]] = []
-        for (main, sub), rec in self._records.items():
-            kv = rec.kv
-            if rec.tombstone:
-                recs.append([main, sub, _b64(kv.key)])
-            else:
-                recs.append(
-                    [main, sub, _b64(kv.key), _b64(kv.value), kv.create_revision, kv.version, kv.lease]
-                )
-        return {
-            "rev": self.current_revision,
-            "compact": self._compact_main,
-            "size_high": self._size_high,
-            "records": recs,
-        }
+        return self.copy_state()()
+
+    def copy_state(self) -> Callable[[], dict[str, Any]]:
+        """to_obj() in two steps: the records are copied now (a tuple each; KeyValues are
+        immutable), their base64 form is built when the function is called. A snapshot copies
+        on the event loop and builds on a worker thread (building took ~1.7 us per record)."""
+        copied = [(main, sub, rec.tombstone, rec.kv) for (main, sub), rec in self._records.items()]
+        head = {"rev": self.current_revision, "compact": self._compact_main, "size_high": self._size_high}
+
+        def build() -> dict[str, Any]:
+            recs: list[list[Any]] = []
+            for main, sub, tombstone, kv in copied:
+                if tombstone:
+                    recs.append([main, sub, _b64(kv.key)])
+                else:
+                    recs.append(
+                        [main, sub, _b64(kv.key), _b64(kv.value), kv.create_revision, kv.version, kv.lease]
+                    )
+            return {**head, "records": recs}
+
+        return build
 
     def load_obj(self, o: dict[str, Any]) -> None:
         """Replace the state with a snapshot's; the index is rebuilt from the records, as etcd's

@@ -15,6 +15,7 @@ Must not import raft, asyncio, time or any HTTP package.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -203,7 +204,13 @@ class V3Store:
     # ---- snapshot --------------------------------------------------------------------------
 
     def to_obj(self) -> dict[str, Any]:
-        return {"format": SNAPSHOT_FORMAT, "kv": self.kv.to_obj(), "leases": self.lessor.to_obj()}
+        return self.copy_state()()
+
+    def copy_state(self) -> Callable[[], dict[str, Any]]:
+        """to_obj() in two steps, as MvccStore.copy_state: copied now, encoded when called."""
+        kv = self.kv.copy_state()
+        leases = self.lessor.to_obj()
+        return lambda: {"format": SNAPSHOT_FORMAT, "kv": kv(), "leases": leases}
 
     def load_obj(self, o: dict[str, Any]) -> None:
         """Replace the state. Live watchers survive, as etcd's watchable store keeps them across
