@@ -21,7 +21,8 @@ request must carry this cluster's ID in `X-Etcd-Cluster-Id` (etcd checkClusterCo
   POST /raft/snapshot  header, then data (raft.codec snapshot request), read chunk by chunk into
                        one buffer of the declared size → node.step → 204; 400 if truncated or
                        malformed, 413 over MAX_SNAPSHOT_BYTES, 503 while another is arriving.
-  POST /raft/propose   one encoded log entry → node.propose on the leader → 204;
+  POST /raft/propose   one encoded log entry → node.propose on the leader → 204; 400 if it does not
+                       decode (an entry no member can apply would stop them all);
                        409 + X-Etcd-Leader when we are not leader, 503 when no leader is known.
   POST /lease/keepalive   {"ID": n} → the leader renews lease n → 200 {"TTL": granted or 0};
   POST /lease/timetolive  {"ID": n, "keys": b} → 200 {"found", "TTL", "grantedTTL", "keys"
@@ -110,7 +111,7 @@ class PeerHandler(Protocol):
     def propose_forwarded(self, data: bytes, conf: bool) -> None:
         """Append a follower's encoded entry (a CONF_CHANGE one if `conf`).
 
-        Raises NotLeader, ProposalDropped or Stopped.
+        Raises NotLeader, ProposalDropped or Stopped; ValueError if the entry does not decode.
         """
         ...
 
@@ -893,6 +894,9 @@ class PeerApp:
     async def _propose(self, send: Send, body: bytes, conf: bool) -> None:
         try:
             self.handler.propose_forwarded(body, conf)
+        except ValueError:
+            await _respond(send, 400, b"undecodable proposal\n")
+            return
         except NotLeader as exc:
             hint = format(exc.leader_hint, "x").encode()
             await _respond(send, 409, b"not leader\n", [(LEADER_HEADER.lower().encode(), hint)])

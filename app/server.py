@@ -59,7 +59,7 @@ from raft.core.errors import NotLeader, ProposalDropped, Stopped
 from raft.core.types import Entry, EntryType, Message, StateType
 from raft.node import NodeOptions, RaftNode
 from store.apply import Applier, Result
-from store.commands import Command, Noop, V2Set, V2Sync, V3Compact, decode, encode
+from store.commands import Command, CommandDecodeError, Noop, V2Set, V2Sync, V3Compact, decode, encode
 from store.errors import (
     LeaderUnknown,
     MembershipError,
@@ -371,7 +371,17 @@ class EtcdServer(V3BackendMixin):
         self.node.step(msg)
 
     def propose_forwarded(self, data: bytes, conf: bool) -> None:
-        """A follower's proposal: append it if leader (NotLeader/ProposalDropped otherwise)."""
+        """A follower's proposal: append it if leader (NotLeader/ProposalDropped otherwise).
+
+        ValueError if it does not decode: every member applies the log, and an entry no member
+        can apply would stop them all, now and at every restart."""
+        try:
+            if conf:
+                decode_change(data)
+            else:
+                decode(data)
+        except (CommandDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"undecodable proposal: {exc}") from None
         if conf:
             self.node.propose_conf_change(data)
         else:
