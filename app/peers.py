@@ -280,33 +280,21 @@ class PeerTransport:
     def _forwarder(self) -> httpx.AsyncClient | None:
         """The client for proposals and lease calls forwarded to the leader; None once stopped."""
         if self._forward_client is None and self._started:
-            self._forward_client = httpx.AsyncClient(
-                timeout=_timeout(),
-                limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-                headers=self._headers,
-                verify=_PLAIN_HTTP_ONLY,
-            )
+            self._forward_client = self._client(httpx.Limits(max_connections=64, max_keepalive_connections=16))
         return self._forward_client
 
     def _snapshot_client(self) -> httpx.AsyncClient | None:
         # Snapshots are rare and at most one per peer is in flight (send()), so no pool bound
         # and no idle connections kept.
         if self._snap_client is None and self._started:
-            self._snap_client = httpx.AsyncClient(
-                timeout=_timeout(),
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
-                headers=self._headers,
-                verify=_PLAIN_HTTP_ONLY,
-            )
+            self._snap_client = self._client(httpx.Limits(max_connections=None, max_keepalive_connections=0))
         return self._snap_client
 
+    def _client(self, limits: httpx.Limits) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=_timeout(), limits=limits, headers=self._headers, verify=_PLAIN_HTTP_ONLY)
+
     def _start_peer(self, pid: int) -> None:
-        client = httpx.AsyncClient(
-            timeout=_timeout(),
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-            headers=self._headers,
-            verify=_PLAIN_HTTP_ONLY,
-        )
+        client = self._client(httpx.Limits(max_connections=1, max_keepalive_connections=1))
         peer = _Peer(pid, tuple(self._peer_urls[pid]), client, asyncio.Queue(QUEUE_SIZE))
         peer.task = asyncio.get_running_loop().create_task(self._sender(peer))
         self._peers[pid] = peer

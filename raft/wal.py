@@ -245,7 +245,7 @@ def _read_used(path: Path) -> bytes:
     """The segment's bytes up to one chunk past its last non-zero chunk: the rest of a
     preallocated segment is zeros, so it is checked (compared a chunk at a time, in place) but
     never copied into memory. A record that runs into that region is torn or corrupt either way."""
-    with open(path, "rb", buffering=0) as f:
+    with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         end = size
         chunk = bytearray(_SCAN_CHUNK)
@@ -259,10 +259,8 @@ def _read_used(path: Path) -> bytes:
             if (chunk != zeros) if n == _SCAN_CHUNK else (chunk[:n] != zeros[:n]):
                 break
             end = start
-        keep = min(size, end + _SCAN_CHUNK)
         f.seek(0)
-        data = f.read(keep)
-        return data if len(data) == keep else data + f.read()
+        return f.read(min(size, end + _SCAN_CHUNK))  # buffered: all of it, short only at EOF
 
 
 def _zero_tail(data: bytes, off: int) -> bool:
@@ -361,7 +359,8 @@ class _Replay:
 
     def _skip_covered(self, buf: memoryview, data: bytes, off: int, max_index: int) -> tuple[int, int]:
         """Walk the entry records from `off` that need nothing but checking: intact, in order, and
-        covered by the snapshot (most of a restart's WAL). Stops at the first record that needs
+        covered by the snapshot (most of a restart's WAL). Called only while no entry is kept
+        (self.raw empty), which nothing in here changes. Stops at the first record that needs
         more (anything else, a gap, a truncation, a kept entry, damage) for segment() to handle;
         returns that offset and the highest index seen. Same checks as the general path, inlined:
         ~3x faster per record."""
@@ -389,7 +388,7 @@ class _Replay:
             if rtype != entry_type or length < _ENTRY.size:
                 break
             _term, index, etype = ent(buf, off + _MIN_RECORD)
-            if index > through or self.raw or (last and index != last + 1) or etype not in _ENTRY_TYPES:
+            if index > through or (last and index != last + 1) or etype not in _ENTRY_TYPES:
                 break
             if crc32(buf[off + _REC_HEAD.size : end]) != crc:
                 break

@@ -13,7 +13,6 @@ import base64
 import contextlib
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -24,6 +23,7 @@ from typing import Any, TypeVar
 import httpx
 
 from app.httpserver import serve_asgi
+from app.server import _bind as bind_listener  # the bind etcdpy's ports get
 from tests.support.procs import ServerProc, ServerStartError, etcd_flags, port_allocator
 
 CLUSTER_PORTS = port_allocator(27000, 28000)
@@ -40,10 +40,7 @@ async def serve_peer_port(app: Callable[..., Awaitable[None]]) -> AsyncIterator[
     """Serve an ASGI app on a loopback port of this suite as etcdpy serves its peer port (the
     lean HTTP server, no server-side body limit: the peer app checks its own); yields its URL."""
     (port,) = CLUSTER_PORTS.allocate(1)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.listen(128)
+    sock = bind_listener(f"http://127.0.0.1:{port}")
     stop = asyncio.Event()
     task = asyncio.get_running_loop().create_task(
         serve_asgi(app, [sock], keep_alive_s=120, stop=stop, graceful_s=1, max_body_bytes=-1)
