@@ -164,6 +164,12 @@ def _call_back(on_result: ResultCallback, result: Result | ServerError) -> None:
         log.exception("answering a proposal failed")
 
 
+def _leading_req_id(data: bytes) -> int:
+    """The request ID an encoded command starts with (`[id,tag,...`), or 0 if it does not."""
+    end = data.find(b",", 1, 24)
+    return int(data[1:end]) if end > 1 and data[1:end].isdigit() else 0
+
+
 class EtcdServer(V3BackendMixin):
     def __init__(self, cfg: Config, *, joined: JoinInfo | None = None) -> None:
         """`joined`: this member joins a running cluster (--initial-cluster-state existing)."""
@@ -198,8 +204,9 @@ class EtcdServer(V3BackendMixin):
         self._peers = peers
         self.applier = Applier(clock=time.time_ns)
         self._waiters: dict[int, asyncio.Future[Result]] = {}
-        # propose_local's proposals: request ID -> who gets the result; (deadline, ID) in order
-        self._callbacks: dict[int, ResultCallback] = {}
+        # propose_local's proposals: request ID -> (the entry's data, its command, who gets the
+        # result); (deadline, ID) in order
+        self._callbacks: dict[int, tuple[bytes, Command, ResultCallback]] = {}
         self._callback_deadlines: collections.deque[tuple[float, int]] = collections.deque()
         # etcd idutil.Generator: the member ID's low 16 bits on top, so ids never collide across
         # members; then milliseconds at start and a counter, so they do not repeat across restarts.
@@ -276,11 +283,12 @@ class EtcdServer(V3BackendMixin):
         if self.node.lead != self._id:
             return False
         req_id = self._new_request_id()
+        data = encode(req_id, cmd)
         try:
-            self.node.propose(encode(req_id, cmd))
+            self.node.propose(data)
         except (NotLeader, ProposalDropped, Stopped):
             return False
-        self._callbacks[req_id] = on_result
+        self._callbacks[req_id] = (data, cmd, on_result)
         self._callback_deadlines.append((time.monotonic() + self.request_timeout_s, req_id))
         return True
 
@@ -297,9 +305,9 @@ class EtcdServer(V3BackendMixin):
                 if req_id in callbacks and deadline > now:
                     break
                 deadlines.popleft()
-                on_result = callbacks.pop(req_id, None)
-                if on_result is not None:
-                    _call_back(on_result, RequestTimeout())
+                pending = callbacks.pop(req_id, None)
+                if pending is not None:
+                    _call_back(pending[2], RequestTimeout())
 
     async def _propose_entry(self, req_id: int, data: bytes, *, conf: bool) -> Result:
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
@@ -580,7 +588,15 @@ class EtcdServer(V3BackendMixin):
             self.applier.applied_index = entry.index
             return
         else:
-            req_id, cmd = decode(entry.data)
+            data = entry.data
+            req_id = _leading_req_id(data) if self._callbacks else 0
+            pending = self._callbacks.get(req_id) if req_id else None
+            if pending is not None and pending[0] is data:
+                # this member's own proposal, still the very bytes it encoded: the command it
+                # encoded them from is what decoding them would give (tests/unit/store/test_commands.py)
+                cmd = pending[1]
+            else:
+                req_id, cmd = decode(data)
             if (
                 isinstance(cmd, V2Set)
                 and cmd.path.startswith("/0/")
@@ -596,9 +612,9 @@ class EtcdServer(V3BackendMixin):
             if not fut.done():
                 fut.set_result(result)
         elif self._callbacks:
-            on_result = self._callbacks.pop(req_id, None)
-            if on_result is not None:
-                _call_back(on_result, result)
+            pending = self._callbacks.pop(req_id, None)
+            if pending is not None:
+                _call_back(pending[2], result)
 
     def _leader_changed(self, lead: int) -> None:
         # /v2/stats/self leaderInfo: when the current leader's reign began, as this member saw it

@@ -250,6 +250,15 @@ def _unb64(s: Any) -> bytes:
 
 
 def _encode_flat(value: Any) -> list[Any]:
+    if type(value) is PutRequest and not (
+        value.lease or value.prev_kv or value.ignore_value or value.ignore_lease
+    ):
+        # the common put, as the general code below writes it (tests/unit/store/test_commands.py)
+        return [_b64(value.key), _b64(value.value)] if value.value else [_b64(value.key)]
+    return _encode_flat_any(value)
+
+
+def _encode_flat_any(value: Any) -> list[Any]:
     layout = _LAYOUT[type(value)]
     names = _NAMES[type(value)]
     values = [getattr(value, name) for name in names]

@@ -53,6 +53,9 @@ V2_STATUS: dict[int, int] = {100: 404, 101: 412, 102: 403, 105: 412, 108: 403, 1
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 _ESCAPE_PAIR = re.compile(rb"\\(.)", re.DOTALL)
 _GO_SHORT = {b"b": b"\\u0008", b"f": b"\\u000c"}
+# The first byte of anything go_json may rewrite; most answers have none, and deleting them
+# (one C pass) is the quickest way to learn that: ~0.3 us for a PUT's answer, six `in` 1.7 us.
+_GO_SPECIAL = b"<>&\\\xe2\xf4"
 
 
 def _go_escape(m: re.Match[bytes]) -> bytes:
@@ -66,6 +69,8 @@ def go_json(obj: Any) -> bytes:
     These bytes can only occur inside JSON strings, so replacing them is safe.
     """
     out = orjson.dumps(obj)
+    if len(out.translate(None, _GO_SPECIAL)) == len(out):
+        return out
     if b"<" in out:
         out = out.replace(b"<", b"\\u003c")
     if b">" in out:
