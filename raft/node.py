@@ -31,6 +31,7 @@ from raft.core.rawnode import Config, RawNode, Ready
 from raft.core.storage import MemoryStorage
 from raft.core.types import ConfState, Entry, EntryType, HardState, Message, Snapshot, SnapshotMeta, StateType
 from raft.snapshotter import Snapshotter
+from raft.syncer import SyncHelper
 from raft.wal import WAL
 
 log = logging.getLogger("etcdpy.raft")
@@ -138,6 +139,7 @@ class RaftNode:
         self._campaign_when_applied = False
         self._entries_per_sync = 1.0  # moving average of the entries each fsync made durable
         self._sync_s = 0.0  # an fsync's duration: the last slow one, decaying
+        self._sync_helper = SyncHelper()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -227,6 +229,7 @@ class RaftNode:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._fail_read_waiters()
+        self._sync_helper.close()
         if self._wal is not None:
             self._wal.close()
             self._wal = None
@@ -494,22 +497,36 @@ class RaftNode:
             wal.append(rd.entries, rd.hard_state)
             if rd.must_sync or rd.snapshot is not None:
                 # Writes one at a time (a lone client) are latency-bound: there the fsync runs
-                # on the loop, since handing it to a thread and back costs more than the fsync
-                # (two cross-thread wake-ups, ~190 us of wall time per write here, ~100 us of
-                # CPU). Once writes overlap, the loop keeps taking requests during the fsync.
-                # Only while fsyncs are quick: a slow disk must not stall reads and heartbeats.
+                # on the loop, since handing it off and back costs more than the fsync (two
+                # wake-ups across threads or processes, ~190 us of wall time per write here).
+                # Once writes overlap, the loop keeps taking requests while the helper process
+                # syncs. Only while fsyncs are quick: a slow disk must not stall reads and
+                # heartbeats.
                 self._entries_per_sync += (len(rd.entries) - self._entries_per_sync) * 0.25
                 lone = self._entries_per_sync < 1.5 and len(rd.entries) <= 1
                 if lone and rd.snapshot is None and self._sync_s < INLINE_SYNC_MAX_S:
                     took = _timed_sync(wal)
                 else:
-                    took = await asyncio.to_thread(_timed_sync, wal)
+                    took = await self._sync_elsewhere(wal)
                 # Up at once, down slowly: one slow fsync is enough to leave the loop.
                 self._sync_s = took if took > self._sync_s else self._sync_s + (took - self._sync_s) * 0.25
         if rd.entries:
             self.storage.append(rd.entries)
         if rd.hard_state is not None:
             self.storage.set_hard_state(rd.hard_state)
+
+    async def _sync_elsewhere(self, wal: WAL) -> float:
+        """fdatasync off the event loop, in the helper process (raft/syncer.py)."""
+        target = wal.sync_target()
+        if target is None:
+            return 0.0
+        try:
+            took = await self._sync_helper.sync(*target)
+        except OSError as exc:
+            wal.synced(exc)  # raises: the raft loop stops, as after a failed fsync in place
+            raise
+        wal.synced(None)
+        return took
 
     async def _snapshot(self) -> None:
         """Snapshot the applied state, then drop WAL segments and log entries it covers."""

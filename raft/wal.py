@@ -487,8 +487,9 @@ class WAL:
     """An open WAL directory, positioned for appending.
 
     Thread safety: the driver must serialize calls. ``append()`` runs on the event loop and
-    ``sync()`` in a worker thread (``asyncio.to_thread``), and the driver must not call ``append``,
-    ``save_snapshot`` or ``release_before`` until the ``sync()`` in flight has returned. A lock
+    ``sync()`` in a worker thread (``asyncio.to_thread``) or, through ``sync_target()`` and
+    ``synced()``, in a helper process (raft/syncer.py), and the driver must not call ``append``,
+    ``save_snapshot`` or ``release_before`` until the sync in flight has returned. A lock
     enforces this anyway, because a rotation closing the fd under a concurrent fdatasync could
     fsync a recycled descriptor; but waiting on that lock from the event loop would stall it for
     the whole fsync, so rely on the ordering, not the lock.
@@ -504,6 +505,7 @@ class WAL:
         self._preallocate = False  # new segments get their full size (zeros) when cut
         self._lock = threading.Lock()
         self._fd = -1
+        self._fd_gen = 0  # changes with _fd: a new segment may get a closed one's number
         self._segments: list[_Segment] = []  # oldest first; the last one is being appended to
         self._offset = 0  # size of the current segment
         self._fresh_size = 0  # size of the current segment right after it was cut
@@ -598,6 +600,7 @@ class WAL:
 
         current = self._segments[-1].path
         self._fd = os.open(current, os.O_WRONLY | os.O_CLOEXEC)
+        self._fd_gen += 1
         if torn_at is not None:
             size = current.stat().st_size
             log.warning(
@@ -683,6 +686,26 @@ class WAL:
             except OSError as exc:
                 self._failed = exc
                 raise
+            self._dirty = False
+
+    def sync_target(self) -> tuple[int, int] | None:
+        """For an fdatasync run elsewhere (raft/syncer.py): (fd, generation) of the segment it
+        must cover, or None when sync() would do nothing. Report the outcome with synced();
+        the ordering rules of sync() apply until then."""
+        with self._lock:
+            self._check_usable()
+            if not self._fsync or not self._dirty:
+                return None
+            return self._fd, self._fd_gen
+
+    def synced(self, error: OSError | None) -> None:
+        """The outcome of the fdatasync sync_target() asked for; an error is re-raised and, as
+        in sync(), leaves the WAL unusable."""
+        with self._lock:
+            if error is not None:
+                self._failed = error
+                raise error
+            self._check_usable()
             self._dirty = False
 
     def release_before(self, index: int) -> None:
@@ -808,6 +831,7 @@ class WAL:
             raise
         self._fsync_dir()
         self._fd = fd
+        self._fd_gen += 1
         self._segments.append(_Segment(seq, path, 0))
         self._offset = self._fresh_size = len(buf)
         self._chain = chain

@@ -6,22 +6,30 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 from app.server import EtcdServer
+from tests.api.conftest import asgi_client, make_app, running_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
 
-async def test_concurrent_writes_share_fsyncs_and_wait_for_them(
-    server: EtcdServer, client: httpx.AsyncClient
-) -> None:
+async def test_concurrent_writes_share_fsyncs_and_wait_for_them(tmp_path: Path) -> None:
+    # real fsyncs (the API tests' default server skips them): the helper process runs them
+    async with running_server(tmp_path / "data", unsafe_no_fsync=False) as server:
+        async with asgi_client(make_app(server)) as client:
+            await _share_and_wait(server, client)
+
+
+async def _share_and_wait(server: EtcdServer, client: httpx.AsyncClient) -> None:
     wal = server.node._wal
     assert wal is not None
-    real_sync = wal.sync
-    syncs: list[float] = []
+    helper = server.node._sync_helper
+    real_sync, real_synced, real_helper_sync = wal.sync, wal.synced, helper.sync
+    syncs: list[float] = []  # when an fsync (on the loop, or the helper's) was known done
     lock = threading.Lock()
 
     def slow_sync() -> None:
@@ -30,7 +38,18 @@ async def test_concurrent_writes_share_fsyncs_and_wait_for_them(
         with lock:
             syncs.append(time.monotonic())
 
-    wal.sync = slow_sync  # type: ignore[method-assign]
+    def slow_helper_sync(fd: int, generation: int) -> asyncio.Future[float]:
+        done = real_helper_sync(fd, generation)
+        later: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(lambda f: asyncio.get_running_loop().call_later(0.02, later.set_result, 0.02))
+        return later
+
+    def traced_synced(error: OSError | None) -> None:
+        real_synced(error)
+        syncs.append(time.monotonic())
+
+    wal.sync, wal.synced = slow_sync, traced_synced  # type: ignore[method-assign]
+    helper.sync = slow_helper_sync  # type: ignore[method-assign]
     try:
         acked: list[float] = []
 
@@ -41,10 +60,12 @@ async def test_concurrent_writes_share_fsyncs_and_wait_for_them(
 
         await asyncio.gather(*(put(i) for i in range(100)))
     finally:
-        wal.sync = real_sync  # type: ignore[method-assign]
+        wal.sync, wal.synced = real_sync, real_synced  # type: ignore[method-assign]
+        helper.sync = real_helper_sync  # type: ignore[method-assign]
     # 100 writes, far fewer fsyncs: they were grouped
     assert 1 <= len(syncs) < 50, len(syncs)
     # and no write was acknowledged before the first fsync finished
     assert min(acked) >= min(syncs)
     listing = (await client.get("/v2/keys/gc", params={"recursive": "true"})).json()
     assert len(listing["node"]["nodes"]) == 100
+    assert server.node._sync_helper.helper_pid is not None
