@@ -30,6 +30,7 @@ from typing import Protocol
 from raft.core.rawnode import Config, RawNode, Ready
 from raft.core.storage import MemoryStorage
 from raft.core.types import ConfState, Entry, EntryType, HardState, Message, Snapshot, SnapshotMeta, StateType
+from raft.forksnap import ForkedSnapshot, can_fork
 from raft.snapshotter import Snapshotter
 from raft.syncer import SyncHelper
 from raft.wal import WAL
@@ -93,6 +94,8 @@ class NodeOptions:
     bootstrap: tuple[bytes, ...] = ()
     # Entries kept behind each snapshot (etcd --experimental-snapshot-catchup-entries, 3.5.14+).
     catch_up_entries: int = CATCH_UP_ENTRIES
+    # Save snapshots from a forked child (raft/forksnap.py) where the platform can fork.
+    fork_snapshots: bool = True
 
 
 class RaftNode:
@@ -140,6 +143,8 @@ class RaftNode:
         self._entries_per_sync = 1.0  # moving average of the entries each fsync made durable
         self._sync_s = 0.0  # an fsync's duration: the last slow one, decaying
         self._sync_helper = SyncHelper()
+        self._snap_job: ForkedSnapshot | None = None  # a forked child saving a snapshot
+        self._snap_task: asyncio.Task[Snapshot] | None = None  # its result, read back
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -229,6 +234,7 @@ class RaftNode:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._fail_read_waiters()
+        self._cancel_snapshot_job()
         self._sync_helper.close()
         if self._wal is not None:
             self._wal.close()
@@ -441,6 +447,8 @@ class RaftNode:
                         self._flush()
                         rn.campaign()
                 self._flush()
+                if self._snap_task is not None and self._snap_task.done():
+                    await self._finish_snapshot()
                 if not rn.has_ready():
                     self._wake.clear()
                     await self._wake.wait()
@@ -465,7 +473,9 @@ class RaftNode:
                     self.applied_term = entry.term
                 rn.advance(rd)
                 self._resolve_apply_waiters()
-                if self.applied_index - self._snap_index >= self.opts.snapshot_count:
+                if self._snap_task is not None and self._snap_task.done():
+                    await self._finish_snapshot()
+                if self._snap_task is None and self.applied_index - self._snap_index >= self.opts.snapshot_count:
                     await self._snapshot()
         except asyncio.CancelledError:
             raise
@@ -490,6 +500,7 @@ class RaftNode:
         wal = self._wal
         assert wal is not None and self._snapshotter is not None
         if rd.snapshot is not None:
+            self._cancel_snapshot_job()  # the leader's is newer; both must not write the dir
             await asyncio.to_thread(self._snapshotter.save, rd.snapshot)
             wal.save_snapshot(rd.snapshot.meta)
             self.storage.apply_snapshot(rd.snapshot)
@@ -529,18 +540,53 @@ class RaftNode:
         return took
 
     async def _snapshot(self) -> None:
-        """Snapshot the applied state, then drop WAL segments and log entries it covers."""
+        """Snapshot the applied state: in a forked child (raft/forksnap.py) that saves it while
+        this process goes on, finished later by _finish_snapshot; else here, awaited."""
         wal = self._wal
         assert wal is not None and self._snapshotter is not None
         index = self.applied_index
         meta = SnapshotMeta(index=index, term=self.storage.term(index), conf_state=self._conf_state)
+        if self.opts.fork_snapshots and can_fork():
+            try:
+                job = ForkedSnapshot.start(self._snapshotter, meta, self._take_snapshot)
+            except OSError as exc:  # no memory or processes left for a fork: save it here
+                log.warning("could not fork to save the snapshot (%s); saving it in-process", exc)
+            else:
+                self._snap_job = job
+                self._snap_task = asyncio.get_running_loop().create_task(job.result())
+                self._snap_task.add_done_callback(lambda _: self._wake.set())
+                return
         taken = self._take_snapshot()  # taken now, on the loop: consistent with `index`
         # The encoding may go to a thread: what was taken shares nothing mutable with the state.
         data = taken if isinstance(taken, bytes) else await asyncio.to_thread(taken)
         await asyncio.to_thread(self._snapshotter.save, Snapshot(meta=meta, data=data))
+        await self._snapshot_saved(meta, data)
+
+    async def _finish_snapshot(self) -> None:
+        """The forked child is done: record its snapshot (or fail, as a save here would)."""
+        task, self._snap_task, self._snap_job = self._snap_task, None, None
+        assert task is not None
+        snap = task.result()
+        if snap.meta.index <= self._snap_index:
+            return  # (a leader's snapshot cancels the job first; kept as a guard)
+        await self._snapshot_saved(snap.meta, snap.data)
+
+    def _cancel_snapshot_job(self) -> None:
+        task, job, self._snap_task, self._snap_job = self._snap_task, self._snap_job, None, None
+        if job is not None:
+            job.kill()
+        if task is not None:
+            task.cancel()
+
+    async def _snapshot_saved(self, meta: SnapshotMeta, data: bytes) -> None:
+        """A snapshot file is durable: mark it in the WAL, then drop the log entries and WAL
+        segments it covers."""
+        wal = self._wal
+        assert wal is not None
+        index = meta.index
         wal.save_snapshot(meta)
         await asyncio.to_thread(wal.sync)
-        self.storage.create_snapshot(index, self._conf_state, data)
+        self.storage.create_snapshot(index, meta.conf_state, data)
         # Keep catch_up_entries behind the snapshot for slow followers, unless the log already
         # starts later: after installing a leader's snapshot it begins at that snapshot (etcd
         # likewise ignores ErrCompacted here).

@@ -111,7 +111,7 @@ class Snapshotter:
         sizes = _SIZES.pack(len(meta_raw), len(data), zlib.crc32(data))
         header = _MAGIC + struct.pack("<I", zlib.crc32(meta_raw, zlib.crc32(sizes))) + sizes
 
-        path = self._dir / snapshot_name(meta.term, meta.index)
+        path = self.path_for(meta)
         tmp = path.with_name(path.name + _TMP_SUFFIX)
         with open(tmp, "wb") as f:
             f.write(header)
@@ -130,6 +130,16 @@ class Snapshotter:
         _fsync_dir(self._dir)
         self._prune()
         return path
+
+    def path_for(self, meta: SnapshotMeta) -> Path:
+        return self._dir / snapshot_name(meta.term, meta.index)
+
+    def load(self, path: Path) -> Snapshot:
+        """The snapshot in `path`, checked as load_newest checks it; ValueError if it fails."""
+        try:
+            return self._load(path)
+        except _Broken as exc:
+            raise ValueError(f"{path}: unusable snapshot ({exc})") from None
 
     def load_newest(self, *, max_index: int | None = None) -> Snapshot | None:
         """The newest snapshot that passes every check, or None if there is none.

@@ -1,0 +1,96 @@
+"""RaftNode snapshots saved by a forked child: the raft loop goes on committing and applying
+while the child writes, and the result is what a restart loads."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from raft.core.types import Entry
+from raft.node import NodeOptions, RaftNode
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _node(tmp_path: Path, applied: list[bytes], restored: list[bytes]) -> RaftNode:
+    def take() -> object:
+        state = b",".join(applied)  # the state at the fork: what the child encodes
+
+        def encode() -> bytes:
+            time.sleep(1.0)  # a big store: the parent must not wait for this
+            return state
+
+        return encode
+
+    def apply(e: Entry) -> None:
+        if e.data:
+            applied.append(e.data)
+
+    def restore(data: bytes) -> None:
+        restored.append(data)
+        applied[:] = data.split(b",") if data else []
+
+    return RaftNode(
+        NodeOptions(
+            node_id=1, peers=(1,), wal_dir=tmp_path / "wal", snap_dir=tmp_path / "snap",
+            fsync=False, snapshot_count=20, catch_up_entries=5,
+        ),
+        apply=apply,
+        take_snapshot=take,  # type: ignore[arg-type]
+        restore=restore,
+    )
+
+
+async def _until(cond: object, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.01)
+
+
+def test_writes_are_applied_while_the_child_saves_and_a_restart_loads_its_snapshot(tmp_path: Path) -> None:
+    async def run() -> None:
+        applied: list[bytes] = []
+        node = _node(tmp_path, applied, [])
+        node.open()
+        node.start()
+        try:
+            await _until(lambda: node.leader_caught_up)
+            for i in range(25):
+                node.propose(b"a%d" % i)
+            await _until(lambda: node._snap_task is not None)
+            snap_at = node._snap_job.meta.index if node._snap_job else 0
+            assert snap_at >= 20
+            started = time.monotonic()
+            for i in range(30):
+                node.propose(b"b%d" % i)
+            await _until(lambda: applied[-1:] == [b"b29"])
+            assert time.monotonic() - started < 0.9  # not held up by the child's 1 s encoding
+            assert node._snap_task is not None and not node._snap_task.done()
+            await _until(lambda: node._snap_task is None)
+            assert node.storage.snapshot().meta.index == snap_at
+            assert node._snap_index == snap_at
+            expected = list(applied)
+        finally:
+            await node.stop()
+
+        applied2: list[bytes] = []
+        restored: list[bytes] = []
+        again = _node(tmp_path, applied2, restored)
+        again.open()
+        try:
+            assert len(restored) == 1
+            # the state at the fork: the first writes, none of those made while the child ran
+            assert restored[0].split(b",") == [b"a%d" % i for i in range(25)]
+        finally:
+            await again.stop()
+        assert again.storage.snapshot().meta.index == snap_at
+        # the snapshot plus the log after it give back every write
+        tail = [e.data for e in again.storage.entries(snap_at + 1, again.storage.last_index() + 1, 1 << 30) if e.data]
+        assert restored[0].split(b",") + tail == expected
+
+    asyncio.run(run())
