@@ -122,7 +122,7 @@ def _child(
         code = 0
     except BaseException:
         with contextlib.suppress(BaseException):
-            traceback.print_exc()
-            sys.stderr.flush()
+            # os.write, not sys.stderr: a thread of the parent may have held its lock at the fork
+            os.write(2, f"snapshot child {os.getpid()} failed:\n{traceback.format_exc()}".encode())
     finally:
         os._exit(code)
