@@ -37,12 +37,13 @@ def range_now(be: V3Backend, d: dict[str, Any]) -> Obj | None:
     return codec.range_obj(header(be, resp.revision), resp)
 
 
-def put_later(be: V3Backend, d: dict[str, Any]) -> asyncio.Future[Obj] | None:
+def put_later(be: V3Backend, d: dict[str, Any], size: int) -> asyncio.Future[Obj] | None:
     """put without a task where the backend can propose at once: a Future of the answer object
-    (or of the GrpcError a failed apply means), else None (then put answers)."""
+    (or of the GrpcError a failed apply means), else None (then put answers). `size`: the
+    request's protobuf size (codec.proto_size), which the caller has computed already."""
     req = codec.to_put_request(d)
     validate.check_put(req)
-    check_raft_size(be, RAFT_PUT, codec.proto_size(codec.PUT_REQUEST, d))
+    check_raft_size(be, RAFT_PUT, size)
     answer: asyncio.Future[Obj] = asyncio.get_running_loop().create_future()
 
     def applied(r: Result | ServerError) -> None:

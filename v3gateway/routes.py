@@ -196,10 +196,8 @@ class V3Gateway:
                 return hit[2]
         try:
             d = codec.decode_body(route.request, body)
-            if (
-                be.v3_is_learner()
-                or codec.proto_size(route.request, d) > be.v3_limits()[0] + GRPC_OVERHEAD_BYTES
-            ):
+            size = codec.proto_size(route.request, d)
+            if be.v3_is_learner() or size > be.v3_limits()[0] + GRPC_OVERHEAD_BYTES:
                 return None
             if now:
                 obj = kv.range_now(be, d)
@@ -211,7 +209,7 @@ class V3Gateway:
                         self._range_cache.clear()
                     self._range_cache[body] = (stamp, bool(d.get("serializable")), ok)
                 return ok
-            pending = kv.put_later(be, d)
+            pending = kv.put_later(be, d, size)
         except (GrpcError, ServerError, GoJSONError):
             return None
         if pending is None:
