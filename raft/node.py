@@ -234,7 +234,11 @@ class RaftNode:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._fail_read_waiters()
+        snap_task = self._snap_task
         self._cancel_snapshot_job()
+        if snap_task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await snap_task
         self._sync_helper.close()
         if self._wal is not None:
             self._wal.close()

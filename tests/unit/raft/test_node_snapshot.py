@@ -4,6 +4,7 @@ while the child writes, and the result is what a restart loads."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -92,5 +93,28 @@ def test_writes_are_applied_while_the_child_saves_and_a_restart_loads_its_snapsh
         # the snapshot plus the log after it give back every write
         tail = [e.data for e in again.storage.entries(snap_at + 1, again.storage.last_index() + 1, 1 << 30) if e.data]
         assert restored[0].split(b",") + tail == expected
+
+    asyncio.run(run())
+
+
+def test_stopping_the_node_stops_a_child_still_saving(tmp_path: Path) -> None:
+    async def run() -> None:
+        applied: list[bytes] = []
+        node = _node(tmp_path, applied, [])
+        node._take_snapshot = lambda: lambda: time.sleep(30) or b""  # type: ignore[assignment,func-returns-value]
+        node.open()
+        node.start()
+        await _until(lambda: node.leader_caught_up)
+        for i in range(25):
+            node.propose(b"a%d" % i)
+        await _until(lambda: node._snap_job is not None)
+        assert node._snap_job is not None
+        pid = node._snap_job.pid
+        started = time.monotonic()
+        await node.stop()
+        assert time.monotonic() - started < 5
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # killed and reaped: no zombie left behind
+        assert node._snap_task is None and node.failure is None
 
     asyncio.run(run())
