@@ -158,7 +158,10 @@ def plan_ports(n_spare: int) -> PortPlan:
     for rank, member in enumerate(golden_order):  # the member with the rank-th smallest ID
         peer[member] = chosen[rank]
     rest = [p for p in ports if p not in chosen]
-    return PortPlan(client=rest[:3], peer=peer, spare=rest[3 : 3 + n_spare])
+    # Ascending as the recording's (4238{1,3,5}): /v2/machines lists client URLs sorted, and the
+    # allocator wraps around the end of its range (then the first three were not in order).
+    client = sorted(rest[:3], key=lambda p: f"http://127.0.0.1:{p}")
+    return PortPlan(client=client, peer=peer, spare=rest[3 : 3 + n_spare])
 
 
 def build_cluster(cmd: Sequence[str], workdir: Path, plan: PortPlan) -> Cluster:
