@@ -120,6 +120,8 @@ class WatcherHub:
     def notify(self, e: Event) -> None:
         """Record e and notify watchers on every ancestor path of its key (etcd watcherHub.notify)."""
         self.history.add(e)
+        if not self.watchers:
+            return  # nobody waits: no ancestor path to look up
         key = e.node.key
         self.notify_watchers(e, "/", False)
         if key == "/":
