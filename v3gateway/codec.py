@@ -613,11 +613,14 @@ _HTML_ESCAPES: Final = (
     ("\u2028".encode(), b"\\u2028"),
     ("\u2029".encode(), b"\\u2029"),
 )
+_HTML_FIRST_BYTES: Final = b"<>&\xe2"  # the first byte of each escaped sequence above
 
 
 def dumps(o: Any) -> bytes:
     """Compact JSON with Go's HTML-safe escaping of <, >, & (and U+2028/9) inside strings."""
     out = orjson.dumps(o)
+    if len(out.translate(None, _HTML_FIRST_BYTES)) == len(out):
+        return out  # nothing to escape (most answers): one C pass instead of five searches
     for raw, esc in _HTML_ESCAPES:
         if raw in out:
             out = out.replace(raw, esc)

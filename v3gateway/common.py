@@ -32,10 +32,10 @@ def etcd_headers(be: V3Backend) -> Headers:
     answer: an etcdpy addition (etcd's gateway sends none of them)."""
     st = be.raft_status()
     return [
-        (b"x-etcd-cluster-id", format(be.cluster_id, "x").encode()),
-        (b"x-raft-index", str(st.committed_index).encode()),
-        (b"x-raft-term", str(st.term).encode()),
-        (b"x-etcd-index", str(be.v3_revision()).encode()),
+        (b"x-etcd-cluster-id", b"%x" % be.cluster_id),
+        (b"x-raft-index", b"%d" % st.committed_index),
+        (b"x-raft-term", b"%d" % st.term),
+        (b"x-etcd-index", b"%d" % be.v3_revision()),
     ]
 
 
