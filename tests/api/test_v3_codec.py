@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
+import re
 from typing import Any
 
 import hypothesis.strategies as st
@@ -348,3 +350,24 @@ def test_the_orjson_shortcut_takes_the_common_requests() -> None:
         "serializable": True,
     }
     assert codec.decode_simple(codec.PUT_REQUEST, b'{"key": "YQ==", "lease": "7"}') is None  # quoted: Go path
+
+
+def test_std_b64decode_accepts_exactly_what_gos_std_encoding_does() -> None:
+    """Every string up to 6 characters over a mixed alphabet (padding, a non-alphabet ASCII
+    byte, whitespace, non-ASCII): accepted exactly when it has the shape of padded standard
+    base64, and then decoded as base64.b64decode does."""
+    shape = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+    checked = 0
+    for n in range(7):
+        for chars in itertools.product("AQ=+!\n é", repeat=n):
+            s = "".join(chars)
+            got = codec.std_b64decode(s)
+            if shape.fullmatch(s):
+                assert got == base64.b64decode(s), s
+            else:
+                assert got is None, s
+            checked += 1
+    assert checked == sum(8**n for n in range(7))
+    # longer shapes binascii's strict mode alone lets through
+    for s in ("AAAA====", "QUJD====", "QUJDRA======", "QUJDRA==QQ==", "QUJDRA==", "QUJDREU="):
+        assert (codec.std_b64decode(s) is not None) == bool(shape.fullmatch(s)), s
