@@ -24,6 +24,14 @@ def test_a_slow_disk_keeps_even_lone_fsyncs_off_the_loop(tmp_path: Path) -> None
     asyncio.run(_run(tmp_path, slow_disk=True))
 
 
+async def _until_leading(node: RaftNode) -> None:
+    for _ in range(300):
+        if node.leader_caught_up:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the one-member node did not lead within 3 s")
+
+
 async def _run(tmp_path: Path, *, slow_disk: bool) -> None:
     applied: list[Entry] = []
     node = RaftNode(
@@ -93,11 +101,7 @@ async def _run(tmp_path: Path, *, slow_disk: bool) -> None:
 
     node.start()
     try:
-        for _ in range(300):
-            if node.leader_caught_up:
-                break
-            await asyncio.sleep(0.01)
-        assert node.leader_caught_up
+        await _until_leading(node)
         syncs.clear()
         for i in range(20):  # one client, one write at a time
             node.propose(b"lone-%d" % i)
@@ -133,10 +137,7 @@ def test_a_failed_fsync_in_the_helper_stops_the_node_before_applying(tmp_path: P
         node.open()
         node.start()
         try:
-            for _ in range(300):
-                if node.leader_caught_up:
-                    break
-                await asyncio.sleep(0.01)
+            await _until_leading(node)
             helper = node._sync_helper
 
             def failing(fd: int, generation: int) -> asyncio.Future[float]:
