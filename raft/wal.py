@@ -22,7 +22,8 @@ Invariants:
   ``WalCorrupt`` naming the file and byte offset.
 
 Must not import anything outside the standard library, ``raft.core`` and orjson (STYLE.md §3): no
-asyncio here; the driver calls ``sync()`` through ``asyncio.to_thread``.
+asyncio here; the driver calls ``sync()`` on the loop or through ``asyncio.to_thread``, or has
+the helper process of raft/syncer.py fdatasync ``sync_target()``'s descriptor.
 """
 
 from __future__ import annotations
