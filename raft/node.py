@@ -452,7 +452,7 @@ class RaftNode:
                         rn.campaign()
                 self._flush()
                 if self._snap_task is not None and self._snap_task.done():
-                    await self._finish_snapshot()
+                    await self._finish_snapshot()  # the child is done (its task woke this loop)
                 if not rn.has_ready():
                     self._wake.clear()
                     await self._wake.wait()
@@ -477,8 +477,6 @@ class RaftNode:
                     self.applied_term = entry.term
                 rn.advance(rd)
                 self._resolve_apply_waiters()
-                if self._snap_task is not None and self._snap_task.done():
-                    await self._finish_snapshot()
                 if self._snap_task is None and self.applied_index - self._snap_index >= self.opts.snapshot_count:
                     await self._snapshot()
         except asyncio.CancelledError:
