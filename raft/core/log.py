@@ -119,6 +119,9 @@ class RaftLog:
 
     def term(self, i: int) -> int:
         """Term of entry i; raises Compacted below first_index() - 1, Unavailable past last_index()."""
+        u = self.unstable
+        if u.offset <= i < u.offset + len(u.entries):
+            return u.entries[i - u.offset].term  # unstable entries lie within both bounds
         dummy = self.first_index() - 1
         if i < dummy:
             raise Compacted(f"term({i}): first index is {dummy + 1}")
@@ -245,15 +248,17 @@ class RaftLog:
 
     # -- reading -------------------------------------------------------------------
 
-    def unstable_entries(self) -> list[Entry]:
-        return list(self.unstable.entries)
-
     def next_ents(self) -> list[Entry]:
         """Committed entries not yet applied (may include unstable ones; the driver persists first)."""
         off = max(self.applied + 1, self.first_index())
-        if self.committed + 1 > off:
-            return self.slice(off, self.committed + 1)
-        return []
+        hi = self.committed + 1
+        if hi <= off:
+            return []
+        u = self.unstable
+        if u.entries and off >= u.offset:
+            # All unstable (the leader's newest writes): committed + 1 never passes last + 1.
+            return u.entries[off - u.offset : hi - u.offset]
+        return self.slice(off, hi)
 
     def has_next_ents(self) -> bool:
         return self.committed + 1 > max(self.applied + 1, self.first_index())

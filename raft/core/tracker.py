@@ -191,6 +191,10 @@ class ProgressTracker:
         self.votes.pop(id, None)
 
     def committed(self) -> int:
+        if len(self.voters) == 1:  # a one-member cluster: its own match (runs on every write)
+            (only,) = self.voters
+            pr = self.progress.get(only)
+            return pr.match if pr is not None else 0
         return quorum.committed_index(self.voters, {i: p.match for i, p in self.progress.items()})
 
     def quorum_active(self) -> bool:
