@@ -212,13 +212,17 @@ class _Cycle:
         "waiting",
     )
 
-    def __init__(self, conn: HttpProtocol, scope: Scope, keep_alive: bool, expect_100: bool) -> None:
+    def __init__(
+        self, conn: HttpProtocol, scope: Scope | None, keep_alive: bool, expect_100: bool, http11: bool, head: bool
+    ) -> None:
         self.conn = conn
+        # None while the request may still be answered by fast_response: the ASGI scope is built
+        # only for requests the app will see (it is ~1 us of a write's time otherwise).
         self.scope = scope
         self.keep_alive = keep_alive
         self.expect_100 = expect_100
-        self.http11 = scope["http_version"] == "1.1"
-        self.head = scope["method"] == "HEAD"
+        self.http11 = http11
+        self.head = head
         self.body: list[bytes] = []  # received, not yet handed to the app
         self.body_size = 0
         self.body_total = 0
@@ -231,7 +235,8 @@ class _Cycle:
         self.pending_head: bytes | None = None  # the head, written with the first body
         self.chunked = False
         self.remaining = -1  # content-length still owed; -1: no content-length
-        self.fast: tuple[str, bytes, bytes] | None = None  # (method, raw_path, query): try fast_response
+        # (method, raw_path, query, http_version): try fast_response, then build the scope
+        self.fast: tuple[str, bytes, bytes, str] | None = None
         self.waiting: asyncio.Future[bytes] | None = None  # a fast answer's body still to come
 
     # ---- from the connection -------------------------------------------------------------
@@ -549,12 +554,10 @@ class HttpProtocol(asyncio.Protocol):
         else:
             parsed = httptools.parse_url(url)
             raw_path, query = parsed.path or b"/", parsed.query or b""
-        path = raw_path.decode("latin-1")
-        if "%" in path:
-            path = urllib.parse.unquote(path)
         method_b = parser.get_method()
         method = _METHODS.get(method_b) or method_b.decode("ascii", "replace")
         version = parser.get_http_version()
+        keep_alive = version == "1.1" and parser.should_keep_alive() and not self.state.stopping
         fast_ok = (
             self.state.fast is not None
             and self.cycle is None
@@ -573,7 +576,28 @@ class HttpProtocol(asyncio.Protocol):
             and self._try_fast(method, raw_path, query, b"", None)
         ):
             return
-        scope: Scope = {
+        fast = fast_ok and method != "GET" and self.content_length <= FAST_BODY_MAX
+        scope = None if fast else self._scope(method, raw_path, query, version)
+        cycle = _Cycle(self, scope, keep_alive, self.expect_100, version == "1.1", method == "HEAD")
+        if 0 <= self.state.max_body_bytes < self.content_length:
+            self._too_large(cycle)
+            return
+        self.parsing = cycle
+        if fast:
+            # Held back until its body (if any) is complete (on_message_complete), then offered
+            # to fast_response, which may answer through a Future (a write); nothing else can be
+            # parsed or queued on this connection meanwhile.
+            cycle.fast = (method, raw_path, query, version)
+            return
+        self.queue.append(cycle)
+        if len(self.queue) > MAX_PIPELINE:
+            self._pause_reading()
+
+    def _scope(self, method: str, raw_path: bytes, query: bytes, version: str) -> Scope:
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        return {
             "type": "http",
             "asgi": ASGI_INFO,
             "http_version": version,
@@ -587,21 +611,6 @@ class HttpProtocol(asyncio.Protocol):
             "query_string": query,
             "headers": self.headers,
         }
-        keep_alive = version == "1.1" and parser.should_keep_alive() and not self.state.stopping
-        cycle = _Cycle(self, scope, keep_alive, self.expect_100)
-        if 0 <= self.state.max_body_bytes < self.content_length:
-            self._too_large(cycle)
-            return
-        self.parsing = cycle
-        if fast_ok and method != "GET" and self.content_length <= FAST_BODY_MAX:
-            # Held back until its body (if any) is complete (on_message_complete), then offered
-            # to fast_response, which may answer through a Future (a write); nothing else can be
-            # parsed or queued on this connection meanwhile.
-            cycle.fast = (method, raw_path, query)
-            return
-        self.queue.append(cycle)
-        if len(self.queue) > MAX_PIPELINE:
-            self._pause_reading()
 
     def _try_fast(
         self, method: str, raw_path: bytes, query: bytes, body: bytes, cycle: _Cycle | None
@@ -642,7 +651,7 @@ class HttpProtocol(asyncio.Protocol):
         """A head now and its (chunked) body when `body` resolves: a long poll. The Future is
         cancelled if the client goes away or half-closes first."""
         if cycle is None:
-            cycle = _Cycle(self, {"http_version": "1.1", "method": method}, True, False)
+            cycle = _Cycle(self, None, True, False, True, method == "HEAD")
             cycle.more_body = False
             cycle.final_sent = True
         cycle.started = cycle.chunked = True
@@ -749,10 +758,13 @@ class HttpProtocol(asyncio.Protocol):
         fast = cycle.fast
         if fast is not None:
             cycle.fast = None
+            method, raw_path, query, version = fast
             body = cycle.body[0] if len(cycle.body) == 1 else b"".join(cycle.body)
-            if cycle.disconnected or self._try_fast(*fast, body, cycle):
+            if cycle.disconnected or self._try_fast(method, raw_path, query, body, cycle):
                 return
-            self.queue.append(cycle)  # the ASGI app answers it, with its whole body waiting
+            # the ASGI app answers it, with its whole body waiting
+            cycle.scope = self._scope(method, raw_path, query, version)
+            self.queue.append(cycle)
             return
         cycle.wake()
 
@@ -775,6 +787,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.state.start == "task":
             self._spawn(self._run_app(cycle), ctx)
             return
+        assert cycle.scope is not None
         coro = self.state.app(cycle.scope, cycle.receive, cycle.send)
         if not isinstance(coro, Coroutine):  # an awaitable that is not a coroutine: no eager step
             self._spawn(self._await_app(cycle, coro), ctx)
@@ -808,6 +821,7 @@ class HttpProtocol(asyncio.Protocol):
         task.add_done_callback(tasks.discard)
 
     async def _run_app(self, cycle: _Cycle) -> None:
+        assert cycle.scope is not None
         coro = self.state.app(cycle.scope, cycle.receive, cycle.send)
         if not isinstance(coro, Coroutine):
             await self._await_app(cycle, coro)
