@@ -11,6 +11,10 @@ their request values become positional arrays in dataclass field order, bytes be
 strings, and trailing fields equal to their defaults are left out (a put of a small key is a
 few dozen bytes). A decoder fills missing trailing fields with defaults, so adding a field at
 the end of a v3types request keeps old log entries decodable.
+
+Commands are values, never changed once made; they are not `frozen` dataclasses only because
+each frozen one costs ~4x as much to build (every write builds one), and `unsafe_hash` keeps
+them hashable.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from store.v3types import (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class V2Set:
     path: str
     value: str
@@ -41,7 +45,7 @@ class V2Set:
     refresh: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class V2Create:
     path: str
     value: str
@@ -50,7 +54,7 @@ class V2Create:
     expire_ns: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class V2Update:
     path: str
     value: str
@@ -58,7 +62,7 @@ class V2Update:
     refresh: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class V2CompareAndSwap:
     path: str
     prev_value: str
@@ -68,60 +72,60 @@ class V2CompareAndSwap:
     refresh: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class V2Delete:
     path: str
     dir: bool
     recursive: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class V2CompareAndDelete:
     path: str
     prev_value: str
     prev_index: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class V2QuorumGet:
     path: str
     recursive: bool
     sorted: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class V2Sync:
     """The leader's clock, carried through the log: apply expires keys due at or before it."""
 
     now_ns: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Noop:
     """An entry that changes nothing (e.g. the /health quorum probe)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class V3Put:
     req: PutRequest
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class V3DeleteRange:
     req: DeleteRangeRequest
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class V3Txn:
     req: TxnRequest
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class V3Compact:
     revision: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class V3LeaseGrant:
     """`ttl_s` is already raised to the minimum by the proposing member."""
 
@@ -129,14 +133,14 @@ class V3LeaseGrant:
     ttl_s: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class V3LeaseRevoke:
     """Proposed by a client's revoke, or by the leader when the lease expired."""
 
     lease_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class V3Alarm:
     """etcd AlarmRequest: action GET(0)/ACTIVATE(1)/DEACTIVATE(2), alarm NONE(0)/NOSPACE(1)/CORRUPT(2)."""
 
