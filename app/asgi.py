@@ -7,7 +7,6 @@ as etcd 3.4 applies them. /v2/keys is handed to v2api; nothing here touches the 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -19,6 +18,7 @@ import orjson
 from app import faults
 from app.version import ETCD_VERSION, ETCDPY_VERSION
 from store.errors import MembershipError, ServerError
+from store.later import Later
 from v2api.backend import Backend, MemberInfo
 from v2api.http import (
     CT_JSON,
@@ -106,7 +106,7 @@ class ClientApp:
 
     def fast_response(
         self, method: str, raw_path: bytes, query: bytes, headers: Headers, body: bytes
-    ) -> Answer | WaitAnswer | asyncio.Future[Answer] | None:
+    ) -> Answer | WaitAnswer | Later[Answer] | None:
         """The answer to a request that needs no task, or None for __call__.
 
         app/httpserver.py asks this first (other ASGI servers never do): a plain GET of

@@ -41,7 +41,7 @@ import urllib.parse
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, MutableMapping
 from email.utils import formatdate
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, Protocol, cast
 
 import httptools
 
@@ -57,8 +57,20 @@ StartMode = Literal["batch", "eager", "task"]
 # An answer to a GET whose body is a Future[bytes] is a long poll: the head goes out at once, the
 # body (chunked) when the Future resolves; it is cancelled when the client leaves first.
 FastAnswer = tuple[int, list[tuple[bytes, bytes]], "bytes | asyncio.Future[bytes]"]
+
+
+class PendingAnswer(Protocol):
+    """A write's answer still to come: an asyncio.Future, or anything with the part of its
+    interface used here (store.later.Later, whose callback runs as soon as it is settled)."""
+
+    def add_done_callback(self, fn: Callable[[Any], object], /) -> None: ...
+    def cancelled(self) -> bool: ...
+    def exception(self) -> BaseException | None: ...
+    def result(self) -> FastAnswer: ...
+
+
 FastResponder = Callable[
-    [str, bytes, bytes, list[tuple[bytes, bytes]], bytes], "FastAnswer | asyncio.Future[FastAnswer] | None"
+    [str, bytes, bytes, list[tuple[bytes, bytes]], bytes], "FastAnswer | PendingAnswer | None"
 ]
 FAST_BODY_MAX: Final = 64 * 1024  # bigger bodies always take the ASGI path
 
@@ -679,7 +691,7 @@ class HttpProtocol(asyncio.Protocol):
             cycle.keep_alive = False
         self.response_done(cycle)
 
-    def _fast_done(self, cycle: _Cycle, fut: asyncio.Future[FastAnswer]) -> None:
+    def _fast_done(self, cycle: _Cycle, fut: PendingAnswer) -> None:
         if cycle.disconnected or self.closed:
             return
         cycle.started = cycle.complete = True

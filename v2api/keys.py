@@ -33,6 +33,7 @@ from store.errors import (
     ServerError,
     StoreError,
 )
+from store.later import Later
 from store.v2.event import Event, NodeView
 from store.v2.watch import Watcher
 from v2api.backend import Backend
@@ -48,11 +49,14 @@ from v2api.http import (
     respond,
 )
 from v2api.params import (
+    FORM_URLENCODED,
     MAX_FORM_BYTES,
     FormError,
     KeyRequest,
     RequestError,
+    clean_path,
     expire_ns_for,
+    go_unescape,
     parse_form,
     parse_key_request,
     parse_media_type,
@@ -73,6 +77,21 @@ STORE_ERROR_CODES: dict[type[StoreError], int] = {
     DirNotEmpty: 108,
     EventIndexCleared: 401,
 }
+
+
+def _plain_set(key_path: str, query: bytes, content_type: str | None, body: bytes) -> KeyRequest | None:
+    """The commonest write, a PUT whose form is a body of just `value=...`: the KeyRequest that
+    parse_form and parse_key_request give it, found without them; None for any other request
+    (or a malformed one: the general path reports the error)."""
+    if query or not body.startswith(b"value=") or b"&" in body or b";" in body or len(body) > MAX_FORM_BYTES:
+        return None
+    if parse_media_type(content_type or "") != (FORM_URLENCODED, None):
+        return None
+    try:
+        value = go_unescape(body[6:].decode("utf-8", "surrogateescape"))
+    except FormError:
+        return None
+    return KeyRequest(method="PUT", path=clean_path("/1/" + key_path), value=value)
 
 
 class KeysHandler:
@@ -197,15 +216,17 @@ class KeysHandler:
 
     def fast_write(
         self, method: str, key_path: str, query: bytes, content_type: str | None, body: bytes
-    ) -> asyncio.Future[Answer] | None:
-        """A PUT, POST or DELETE proposed without a task (this member leads): a Future of the
-        whole answer, or None when it needs the general path (__call__)."""
-        try:
-            form = parse_form(method, query.decode("utf-8", "surrogateescape"), content_type, body)
-            req = parse_key_request(method, key_path, form)
-        except (FormError, RequestError):
-            return None
-        answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+    ) -> Later[Answer] | None:
+        """A PUT, POST or DELETE proposed without a task (this member leads): the whole answer
+        to come, or None when it needs the general path (__call__)."""
+        req = _plain_set(key_path, query, content_type, body) if method == "PUT" else None
+        if req is None:
+            try:
+                form = parse_form(method, query.decode("utf-8", "surrogateescape"), content_type, body)
+                req = parse_key_request(method, key_path, form)
+            except (FormError, RequestError):
+                return None
+        answer: Later[Answer] = Later()
 
         def applied(result: Result | ServerError) -> None:
             if answer.done():
@@ -276,7 +297,7 @@ class KeysHandler:
                     break
             body, too_big = await read_body(receive, MAX_FORM_BYTES)
             if too_big:
-                if parse_media_type(content_type or "")[0] == "application/x-www-form-urlencoded":
+                if parse_media_type(content_type or "")[0] == FORM_URLENCODED:
                     await self._error(send, 210, "http: POST too large", 0, head)
                     return
                 body = b""  # Go never reads a body it will not parse
@@ -312,7 +333,7 @@ class KeysHandler:
         await respond(send, *self._write_answer(result, req), head=head)
 
     def _command(self, req: KeyRequest) -> Command:
-        expire_ns = expire_ns_for(req.ttl, self.backend.now_ns())
+        expire_ns = expire_ns_for(req.ttl, self.backend.now_ns()) if req.ttl is not None else None
         if req.method == "POST":
             return V2Create(req.path, req.value, req.dir, True, expire_ns)
         if req.method == "DELETE":

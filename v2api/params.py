@@ -12,6 +12,7 @@ import codecs
 from dataclasses import dataclass
 
 MAX_FORM_BYTES = 10 << 20  # Go net/http maxFormSize
+FORM_URLENCODED = "application/x-www-form-urlencoded"
 _HEX = "0123456789abcdefABCDEF"
 # Each byte of invalid UTF-8 becomes this private-use character inside etcdpy, so it stays
 # distinct from a real U+FFFD; the renderer writes it as Go does, as the escape `\\ufffd`.
@@ -171,7 +172,7 @@ def parse_form(method: str, query: str, content_type: str | None, body: bytes) -
     if method in ("POST", "PUT", "PATCH"):
         # Go: an empty Content-Type may be treated as application/octet-stream (RFC 7231 3.1.1.5)
         ctype, err = parse_media_type(content_type or "application/octet-stream")
-        if ctype == "application/x-www-form-urlencoded":
+        if ctype == FORM_URLENCODED:
             if len(body) > MAX_FORM_BYTES:
                 err = err or "http: POST too large"
             else:

@@ -7,11 +7,11 @@ etcd serves it without raft. Must not import app or raft.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from store.apply import Result
 from store.errors import ServerError, V3Error
+from store.later import Later
 from store.v3types import PutResponse, TxnRequest
 from v3gateway import codec, validate
 from v3gateway.backend import V3Backend
@@ -37,14 +37,14 @@ def range_now(be: V3Backend, d: dict[str, Any]) -> Obj | None:
     return codec.range_obj(header(be, resp.revision), resp)
 
 
-def put_later(be: V3Backend, d: dict[str, Any], size: int) -> asyncio.Future[Obj] | None:
-    """put without a task where the backend can propose at once: a Future of the answer object
-    (or of the GrpcError a failed apply means), else None (then put answers). `size`: the
+def put_later(be: V3Backend, d: dict[str, Any], size: int) -> Later[Obj] | None:
+    """put without a task where the backend can propose at once: the answer object to come
+    (or the GrpcError a failed apply means), else None (then put answers). `size`: the
     request's protobuf size (codec.proto_size), which the caller has computed already."""
     req = codec.to_put_request(d)
     validate.check_put(req)
     check_raft_size(be, RAFT_PUT, size)
-    answer: asyncio.Future[Obj] = asyncio.get_running_loop().create_future()
+    answer: Later[Obj] = Later()
 
     def applied(r: Result | ServerError) -> None:
         if answer.done():

@@ -9,12 +9,12 @@ failure uses the unary error envelope. Must not import app, raft or v2api.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from store.errors import ServerError
+from store.later import Later
 from v3gateway import cluster, codec, kv, lease, maintenance, watch
 from v3gateway.backend import V3Backend
 from v3gateway.codec import MessageType, Obj, dumps
@@ -176,7 +176,7 @@ class V3Gateway:
             return
         await self._unary(scope, receive, send, route)
 
-    def fast_unary(self, path: str, body: bytes) -> FastAnswer | asyncio.Future[FastAnswer] | None:
+    def fast_unary(self, path: str, body: bytes) -> FastAnswer | Later[FastAnswer] | None:
         """A range or put answered without a task (app/httpserver.py's fast path), or None for
         __call__. Anything unusual (errors, learners, waits) is left to __call__, which checks
         it again and answers it."""
@@ -214,11 +214,9 @@ class V3Gateway:
             return None
         if pending is None:
             return None
-        answer: asyncio.Future[FastAnswer] = pending.get_loop().create_future()
+        answer: Later[FastAnswer] = Later()
 
-        def done(fut: asyncio.Future[Obj]) -> None:
-            if answer.cancelled():
-                return
+        def done(fut: Later[Obj]) -> None:
             try:
                 answer.set_result(self._ok(fut.result()))
             except GrpcError as err:

@@ -17,6 +17,7 @@ import pytest
 
 from app.asgi import ClientApp
 from app.server import EtcdServer
+from store.later import Later
 from tests.api.conftest import make_app, running_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
@@ -61,6 +62,14 @@ async def asgi_answer(app: ClientApp, method: str, target: str, body: bytes = b"
     await app(scope, receive, send)
     start = sent[0]
     return start["status"], list(start["headers"]), b"".join(m.get("body", b"") for m in sent[1:])
+
+
+async def settled(pending: object) -> Answer:
+    """The answer a fast write's Later gets (its callback runs in the apply loop), within 5 s."""
+    assert isinstance(pending, Later), pending
+    waiter: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+    pending.add_done_callback(lambda later: waiter.set_result(later.result()))
+    return await asyncio.wait_for(waiter, 5)
 
 
 def fast(app: ClientApp, target: str) -> Answer | None:
@@ -234,8 +243,7 @@ async def test_fast_writes_equal_the_asgi_writes(tmp_path: Path) -> None:
         for method, target, body in WRITES:
             parts = urlsplit(target)
             pending = fast_app.fast_response(method, parts.path.encode(), parts.query.encode(), FORM, body)
-            assert isinstance(pending, asyncio.Future), target
-            got = await asyncio.wait_for(pending, 5)
+            got = await settled(pending)
             want = await asgi_answer(asgi_app, method, target, body)
             assert same_but_expiry(got, want), (method, target)
         for method, target, body in WRITES_DECLINED:
@@ -250,14 +258,13 @@ async def test_fast_write_failure_is_an_etcd_error(server: EtcdServer) -> None:
     """A proposal whose apply never answers it times out as etcd's error 300, like propose()."""
     app = make_app(server)
     pending = app.fast_response("PUT", b"/v2/keys/a", b"", FORM, b"value=1")
-    assert isinstance(pending, asyncio.Future)
     # Detach the answer from the proposed entry (as if its apply never came): only the
     # timeout sweep can answer it now.
     [(req_id, on_result)] = server._callbacks.items()
     del server._callbacks[req_id]
     server._callbacks[-1] = on_result
     server._callback_deadlines.append((time.monotonic() + 0.2, -1))
-    status, _, body = await asyncio.wait_for(pending, 5)
+    status, _, body = await settled(pending)
     assert status == 500 and orjson.loads(body) == {
         "errorCode": 300,
         "message": "Raft Internal Error",
@@ -299,7 +306,7 @@ async def test_fast_v3_equals_the_asgi_v3(tmp_path: Path) -> None:
             body = orjson.dumps(req)
             pending = fast_app.fast_response("POST", path.encode(), b"", [], body)
             assert pending is not None, (path, req)
-            got = await asyncio.wait_for(pending, 5) if isinstance(pending, asyncio.Future) else pending
+            got = await settled(pending) if isinstance(pending, Later) else pending
             assert got == await asgi_answer(asgi_app, "POST", path, body), (path, req)
         for path, body in V3_DECLINED:
             assert fast_app.fast_response("POST", path.encode(), b"", [], body) is None, (path, body)
@@ -315,7 +322,7 @@ async def test_v3_range_answers_follow_writes(server: EtcdServer) -> None:
 
     async def fast_range() -> Answer:
         got = app.fast_response("POST", b"/v3/kv/range", b"", [], rng)
-        assert got is not None and not isinstance(got, asyncio.Future)
+        assert got is not None and not isinstance(got, Later)
         assert got == await asgi_answer(app, "POST", "/v3/kv/range", rng)  # a read: same server
         return got
 
@@ -323,8 +330,7 @@ async def test_v3_range_answers_follow_writes(server: EtcdServer) -> None:
         pending = app.fast_response(
             "POST", b"/v3/kv/put", b"", [], orjson.dumps({"key": b64("a"), "value": b64(value)})
         )
-        assert isinstance(pending, asyncio.Future)
-        assert (await asyncio.wait_for(pending, 5))[0] == 200
+        assert (await settled(pending))[0] == 200
 
     def value_of(answer: Answer) -> str:
         return base64.b64decode(orjson.loads(answer[2])["kvs"][0]["value"]).decode()

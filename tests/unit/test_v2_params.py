@@ -8,9 +8,11 @@ from __future__ import annotations
 import pytest
 
 from store.v2.tree import MIN_EXPIRE_NS
+from v2api.keys import _plain_set
 from v2api.params import (
     MAX_FORM_BYTES,
     FormError,
+    KeyRequest,
     RequestError,
     clean_path,
     expire_ns_for,
@@ -313,3 +315,59 @@ def test_common_forms_take_the_shortcut_to_the_same_request(method: str, form: d
     # An unknown key sends the same form through every check: the answer must not change.
     slow = parse_key_request(method, "/a/../b", {**form, "unknown": ["1"]})
     assert parse_key_request(method, "/a/../b", form) == slow
+
+
+PLAIN_SET_BODIES = [
+    b"value=x",
+    b"value=",
+    b"value=a+b%20c",
+    b"value=%zz",
+    b"value=a=b",
+    b"value=%E2%82%AC",
+    b"value=\xff\xfe",
+    b"value=a;b",
+    b"value=a&ttl=5",
+    b"value=1&value=2",
+    b"valuex=1",
+    b"ttl=5",
+    b"",
+    b"value=<&>",
+]
+PLAIN_SET_TYPES = [
+    "application/x-www-form-urlencoded",
+    "application/x-www-form-urlencoded; charset=utf-8",
+    "Application/X-WWW-Form-Urlencoded",
+    "application/x-www-form-urlencoded; =bad",
+    "text/plain",
+    "",
+    None,
+]
+
+
+@pytest.mark.parametrize("body", PLAIN_SET_BODIES)
+@pytest.mark.parametrize("ctype", PLAIN_SET_TYPES)
+@pytest.mark.parametrize("query", [b"", b"ttl=5", b"value=q"])
+@pytest.mark.parametrize("key_path", ["/a", "/a/../b", "/dir/", ""])
+def test_the_plain_set_shortcut_equals_the_general_parse(
+    body: bytes, ctype: str | None, query: bytes, key_path: str
+) -> None:
+    """keys._plain_set either declines or gives exactly what parse_form + parse_key_request give."""
+    got = _plain_set(key_path, query, ctype, body)
+    parsed: dict[str, list[str]] = {}
+    try:
+        parsed = parse_form("PUT", query.decode("utf-8", "surrogateescape"), ctype, body)
+        want: KeyRequest | None = parse_key_request("PUT", key_path, parsed)
+    except (FormError, RequestError):
+        want = None
+    if got is not None:
+        assert got == want
+    # it takes the plain shape whenever the general parse gives a plain set from the body
+    plain = (
+        want is not None
+        and not query
+        and parsed == {"value": [want.value]}
+        and body.startswith(b"value=")
+        and (ctype or "").lower().startswith("application/x-www-form-urlencoded")
+        and b"&" not in body
+    )
+    assert (got is not None) == plain, (body, ctype, query)
