@@ -571,15 +571,13 @@ class HttpProtocol(asyncio.Protocol):
         version = parser.get_http_version()
         keep_alive = version == "1.1" and parser.should_keep_alive() and not self.state.stopping
         fast_ok = (
-            self.state.fast is not None
+            keep_alive
+            and self.state.fast is not None
             and self.cycle is None
             and not self.queue
             and not self.transfer_encoding
             and not self.expect_100
             and not self.write_paused
-            and version == "1.1"
-            and not self.state.stopping
-            and parser.should_keep_alive()
         )
         if (
             fast_ok

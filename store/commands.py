@@ -203,7 +203,10 @@ class CommandDecodeError(Exception):
 
 def encode(req_id: int, cmd: Command) -> bytes:
     tag = _TAGS[type(cmd)]
-    if isinstance(cmd, _V3_TYPES):
+    if tag == 1:  # V2Set, the commonest: its fields in order, as the general branch lists them
+        assert isinstance(cmd, V2Set)
+        out = orjson.dumps([req_id, 1, cmd.path, cmd.value, cmd.dir, cmd.expire_ns, cmd.refresh])
+    elif isinstance(cmd, _V3_TYPES):
         out = orjson.dumps([req_id, tag, _encode_v3(cmd)])
     else:
         out = orjson.dumps([req_id, tag, *[getattr(cmd, n) for n in _V2_FIELDS[type(cmd)]]])

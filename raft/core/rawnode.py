@@ -142,7 +142,7 @@ class RawNode:
             Message(
                 MsgType.PROP,
                 frm=self._raft.id,
-                entries=tuple(Entry(term=0, index=0, type=EntryType.NORMAL, data=d) for d in datas),
+                entries=tuple([Entry(0, 0, EntryType.NORMAL, d) for d in datas]),
             )
         )
 

@@ -215,9 +215,11 @@ class V2Store:
             self._remove(existing, False, False, None)
         n = Node(path, parent, next_index, None if is_dir else value, None)
         parent.children[name] = n
-        self._set_ttl(n, expire_ns)
         self.current_index = next_index
-        exp, ttl = self._ttl_of(n, self._clock())
+        exp, ttl = None, 0
+        if expire_ns is not None:  # (a new node has no TTL to drop first)
+            self._set_ttl(n, expire_ns)
+            exp, ttl = self._ttl_of(n, self._clock())
         view = NodeView(path, None if is_dir else value, is_dir, exp, ttl, None, next_index, next_index)
         return Event(action, view, prev, next_index)
 

@@ -692,3 +692,14 @@ def test_covered_entries_walked_fast_give_the_same_state_and_the_same_checks(tmp
         reopen(tmp_path, preallocate=True, skip_through=1203)
     with pytest.raises(WalCorrupt, match="crc mismatch"):
         reopen(tmp_path, preallocate=True)
+
+
+@pytest.mark.parametrize("data", [b"", b"x", b"\x00" * 300, bytes(range(256))])
+def test_an_entry_record_is_the_general_record(data: bytes) -> None:
+    """_put_entry is _put_record unrolled: the same bytes and CRC."""
+    from raft.wal import _ENTRY, _put_record, _Rec
+
+    e = Entry(7, 123456789, EntryType.CONF_CHANGE, data)
+    fast, general = bytearray(), bytearray()
+    assert _put_entry(fast, e) == _put_record(general, _Rec.ENTRY, _ENTRY.pack(7, 123456789, 1), data)
+    assert fast == general

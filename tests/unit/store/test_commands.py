@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import orjson
 import pytest
 
 from store.commands import (
@@ -95,3 +96,19 @@ def test_a_common_put_encodes_as_the_general_encoder_writes_it(req: PutRequest) 
     from store.commands import _encode_flat, _encode_flat_any
 
     assert _encode_flat(req) == _encode_flat_any(req)
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        V2Set("/1/a", "v", False, None, False),
+        V2Set("/1/a", "", True, 1_800_000_000_000_000_000, True),
+        V2Set("/1/\u2028<&>", "\x00\U0001f600", False, -5, False),
+    ],
+)
+def test_a_v2_set_encodes_as_the_general_encoder_writes_it(cmd: V2Set) -> None:
+    from store.commands import _V2_FIELDS
+
+    general = orjson.dumps([42, 1, *[getattr(cmd, n) for n in _V2_FIELDS[V2Set]]])
+    assert encode(42, cmd) == general
+    assert decode(encode(42, cmd)) == (42, cmd)
