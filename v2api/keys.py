@@ -54,12 +54,12 @@ from v2api.params import (
     FormError,
     KeyRequest,
     RequestError,
-    clean_path,
     expire_ns_for,
     go_unescape,
     parse_form,
     parse_key_request,
     parse_media_type,
+    store_path,
 )
 from v2api.render import V2_STATUS, error_json, event_json, strip_prefix
 
@@ -91,7 +91,7 @@ def _plain_set(key_path: str, query: bytes, content_type: str | None, body: byte
         value = go_unescape(body[6:].decode("utf-8", "surrogateescape"))
     except FormError:
         return None
-    return KeyRequest(method="PUT", path=clean_path("/1/" + key_path), value=value)
+    return KeyRequest(method="PUT", path=store_path(key_path), value=value)
 
 
 class KeysHandler:

@@ -267,13 +267,20 @@ def clean_path(p: str) -> str:
     return "/" + "/".join(parts)
 
 
+def store_path(key_path: str) -> str:
+    """clean_path("/1/" + key_path): the store's path for the part of a URL after /v2/keys."""
+    if key_path[:1] == "/" and key_path[-1] != "/" and "//" not in key_path and "/." not in key_path:
+        return "/1" + key_path  # clean already (the usual case): nothing for path.Clean to do
+    return clean_path("/1/" + key_path)
+
+
 def parse_key_request(method: str, key_path: str, form: dict[str, list[str]]) -> KeyRequest:
     """etcd v2http parseKeyRequest: validate in etcd's order; key_path is after /v2/keys."""
     if not form or (len(form) == 1 and "value" in form):
         # The common shapes (a plain GET, a plain set): nothing to check, every other field
         # keeps its default; what the checks below would conclude, without ~15 lookups.
-        return KeyRequest(method=method, path=clean_path("/1/" + key_path), value=form["value"][0] if form else "")
-    req = KeyRequest(method=method, path=clean_path("/1/" + key_path))
+        return KeyRequest(method=method, path=store_path(key_path), value=form["value"][0] if form else "")
+    req = KeyRequest(method=method, path=store_path(key_path))
     req.prev_index = _get_uint(form, "prevIndex", 203)
     req.wait_index = _get_uint(form, "waitIndex", 203)
     req.recursive = _get_bool(form, "recursive")

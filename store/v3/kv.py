@@ -1,7 +1,7 @@
 """The MVCC key-value store: revisioned records, the key index, transactions and compaction.
 
 This is etcd's `mvcc/kvstore.go` + `kvstore_txn.go` without bbolt. Records live in `_records`, a
-SortedDict ordered by revision `(main, sub)`, which plays the role of etcd's `key` bucket: a put
+RevisionLog ordered by revision `(main, sub)`, which plays the role of etcd's `key` bucket: a put
 stores the full KeyValue, a delete stores a tombstone. The TreeIndex maps keys to revisions.
 
 Invariants:
@@ -22,12 +22,11 @@ Must not import raft, asyncio, time or any HTTP package.
 from __future__ import annotations
 
 import base64
+import bisect
 import struct
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
-
-from sortedcontainers import SortedDict
 
 from store.errors import V3Compacted, V3FutureRevision
 from store.v3.index import MAX_SUB, Rev, TreeIndex
@@ -69,11 +68,62 @@ def _unb64(s: str) -> bytes:
     return base64.b64decode(s, validate=True)
 
 
+class RevisionLog:
+    """The records by revision: a dict for lookups and the revisions in order. Revisions only
+    ever arrive in increasing order (a Txn's writes, then the next Txn's; a snapshot's records
+    in order), so keeping them sorted is an append; a SortedDict paid a bisect and an insert per
+    put (~1.2 us of a v3 put). Compaction, which drops from the middle, rebuilds the order once."""
+
+    __slots__ = ("_by_rev", "_order")
+
+    def __init__(self) -> None:
+        self._by_rev: dict[Rev, Record] = {}
+        self._order: list[Rev] = []
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __getitem__(self, rev: Rev) -> Record:
+        return self._by_rev[rev]
+
+    def __iter__(self) -> Iterator[Rev]:
+        return iter(self._order)
+
+    def add(self, rev: Rev, rec: Record) -> None:
+        if self._order and rev <= self._order[-1]:
+            raise ValueError(f"revision {rev} is not after {self._order[-1]}")
+        self._order.append(rev)
+        self._by_rev[rev] = rec
+
+    def items(self) -> Iterator[tuple[Rev, Record]]:
+        by_rev = self._by_rev
+        for rev in self._order:
+            yield rev, by_rev[rev]
+
+    def since(self, main: int) -> list[Rev]:
+        """The revisions from main revision `main` on, oldest first (a copy)."""
+        return self._order[bisect.bisect_left(self._order, (main, 0)) :]
+
+    def through(self, main: int) -> list[Rev]:
+        """The revisions up to and including main revision `main`, oldest first (a copy)."""
+        return self._order[: bisect.bisect_right(self._order, (main, MAX_SUB))]
+
+    def drop(self, revs: list[Rev]) -> int:
+        """Forget these revisions' records; returns the bytes (Record.size) they held."""
+        freed = 0
+        by_rev = self._by_rev
+        for rev in revs:
+            freed += by_rev.pop(rev).size()
+        if revs:
+            self._order = [rev for rev in self._order if rev in by_rev]
+        return freed
+
+
 class MvccStore:
     def __init__(self, lessor: Lessor, on_commit: CommitHook) -> None:
         self.lessor = lessor
         self.index = TreeIndex()
-        self._records: SortedDict = SortedDict()
+        self._records = RevisionLog()
         self._on_commit = on_commit
         self.current_revision = 1
         self._compact_main = -1
@@ -96,8 +146,7 @@ class MvccStore:
         return Txn(self)
 
     def record(self, rev: Rev) -> Record:
-        rec: Record = self._records[rev]
-        return rec
+        return self._records[rev]
 
     def get(self, key: bytes, at: int) -> KeyValue | None:
         """The key's KeyValue as of main revision `at` (no range checks)."""
@@ -142,9 +191,7 @@ class MvccStore:
         self._compact_main = rev
         keep = self.index.compact(rev)
         records = self._records
-        dropped = [r for r in records.irange(maximum=(rev, MAX_SUB)) if r not in keep]
-        for r in dropped:
-            self._bytes -= records.pop(r).size()
+        self._bytes -= records.drop([r for r in records.through(rev) if r not in keep])
 
     # ---- history (watch catch-up) ----------------------------------------------------------
 
@@ -152,7 +199,7 @@ class MvccStore:
         """Records from main revision `start` on, grouped by main revision, oldest first."""
         batch: list[Record] = []
         main = 0
-        for rev in self._records.irange(minimum=(start, 0)):
+        for rev in self._records.since(start):
             if rev[0] != main and batch:
                 yield main, batch
                 batch = []
@@ -224,7 +271,7 @@ class MvccStore:
         kvstore.restore rebuilds it from the key bucket. Lease attachments are re-derived by
         the caller from the live keys."""
         self.index = TreeIndex()
-        self._records = SortedDict()
+        self._records = RevisionLog()
         self._bytes = 0
         for r in o["records"]:
             main, sub, key = r[0], r[1], _unb64(r[2])
@@ -236,7 +283,7 @@ class MvccStore:
                 kv = KeyValue(key, r[4], main, r[5], _unb64(r[3]), r[6])
                 rec = Record(kv, False)
                 self.index.put(key, rev, kv.create_revision, kv.version)
-            self._records[rev] = rec
+            self._records.add(rev, rec)
             self._bytes += rec.size()
         self.current_revision = o["rev"]
         self._compact_main = o["compact"]
@@ -245,7 +292,7 @@ class MvccStore:
     # ---- used by Txn -----------------------------------------------------------------------
 
     def _add(self, rev: Rev, rec: Record) -> None:
-        self._records[rev] = rec
+        self._records.add(rev, rec)
         self._bytes += rec.size()
 
     def _commit(self, rev: int, changes: list[Event]) -> None:

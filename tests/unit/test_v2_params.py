@@ -21,6 +21,7 @@ from v2api.params import (
     parse_form,
     parse_key_request,
     parse_uint,
+    store_path,
 )
 
 FORM = "application/x-www-form-urlencoded"
@@ -371,3 +372,13 @@ def test_the_plain_set_shortcut_equals_the_general_parse(
         and b"&" not in body
     )
     assert (got is not None) == plain, (body, ctype, query)
+
+
+def test_store_path_is_clean_path_of_the_keys_path() -> None:
+    """Every string of up to 7 characters over / . a: the shortcut gives clean_path's answer."""
+    import itertools
+
+    for n in range(8):
+        for chars in itertools.product("/.a", repeat=n):
+            key_path = "".join(chars)
+            assert store_path(key_path) == clean_path("/1/" + key_path), key_path

@@ -339,7 +339,7 @@ def test_compaction_removes_old_versions_physically(s: V3Store) -> None:
     before = len(s.kv._records)
     s.compact(s.current_revision)
     # Only the live key's latest record survives; the deleted key leaves no trace at all.
-    assert [rec.kv for rec in s.kv._records.values()] == [get(s, b"a")]
+    assert [rec.kv for _, rec in s.kv._records.items()] == [get(s, b"a")]
     assert len(s.kv._records) == 1 < before
     assert len(s.kv.index) == 1
     assert s.db_size_in_use() < s.db_size()
@@ -389,3 +389,24 @@ def test_db_size_grows_with_data_and_shrinks_only_by_defragment(s: V3Store) -> N
     assert s.db_size() == grown
     s.defragment()
     assert empty < s.db_size() < grown
+
+
+def test_the_revision_log_keeps_revisions_in_order_and_refuses_going_back() -> None:
+    from store.v3.kv import Record, RevisionLog
+
+    log = RevisionLog()
+    recs = {rev: Record(KeyValue(b"k%d%d" % rev, mod_revision=rev[0]), False) for rev in [(2, 0), (2, 1), (3, 0), (5, 0)]}
+    for rev, rec in recs.items():
+        log.add(rev, rec)
+    with pytest.raises(ValueError):
+        log.add((5, 0), recs[(2, 0)])
+    with pytest.raises(ValueError):
+        log.add((4, 9), recs[(2, 0)])
+    assert list(log) == list(recs) and list(log.items()) == list(recs.items()) and len(log) == 4
+    assert log.since(3) == [(3, 0), (5, 0)] and log.since(6) == [] and log.since(0) == list(recs)
+    assert log.through(2) == [(2, 0), (2, 1)] and log.through(4) == [(2, 0), (2, 1), (3, 0)]
+    freed = log.drop([(2, 1), (3, 0)])
+    assert freed == recs[(2, 1)].size() + recs[(3, 0)].size()
+    assert list(log) == [(2, 0), (5, 0)] and log[(5, 0)] is recs[(5, 0)]
+    log.add((6, 0), recs[(2, 0)])
+    assert log.through(9) == [(2, 0), (5, 0), (6, 0)]
