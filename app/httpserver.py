@@ -79,6 +79,7 @@ log = logging.getLogger("etcdpy.httpserver")
 ASGI_INFO: Final = {"version": "3.0", "spec_version": "2.3"}
 CONTINUE_100: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 MAX_PIPELINE: Final = 16  # parsed requests queued behind the running one before reading pauses
+_NOTED_HEADERS: Final = frozenset({b"content-length", b"expect", b"transfer-encoding"})
 READ_HIGH_WATER: Final = 256 * 1024  # unread request body buffered before reading pauses
 MAX_HEADER_BYTES: Final = 1 << 20  # request line and headers (Go's http.DefaultMaxHeaderBytes)
 _HEADER_NAME_BAD = re.compile(b'[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
@@ -543,19 +544,21 @@ class HttpProtocol(asyncio.Protocol):
             raise httptools.HttpParserError("request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_bytes += len(name) + len(value)
-        if self.header_bytes > MAX_HEADER_BYTES:
+        size = self.header_bytes + len(name) + len(value)
+        self.header_bytes = size
+        if size > MAX_HEADER_BYTES:
             # Go's MaxHeaderBytes: an endless header must not grow memory without bound
             raise httptools.HttpParserError("request header too large")
         name = name.lower()
-        if name == b"expect":
-            if value.lower() == b"100-continue":
-                self.expect_100 = True
-        elif name == b"content-length":
-            with contextlib.suppress(ValueError):
-                self.content_length = int(value)
-        elif name == b"transfer-encoding":
-            self.transfer_encoding = True
+        if name in _NOTED_HEADERS:  # one set lookup for the usual headers (runs per header)
+            if name == b"content-length":
+                with contextlib.suppress(ValueError):
+                    self.content_length = int(value)
+            elif name == b"expect":
+                if value.lower() == b"100-continue":
+                    self.expect_100 = True
+            else:
+                self.transfer_encoding = True
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
