@@ -4,6 +4,7 @@ while the child writes, and the result is what a restart loads."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
 from pathlib import Path
@@ -116,5 +117,43 @@ def test_stopping_the_node_stops_a_child_still_saving(tmp_path: Path) -> None:
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # killed and reaped: no zombie left behind
         assert node._snap_task is None and node.failure is None
+
+    asyncio.run(run())
+
+
+def test_the_log_is_compacted_in_steps_to_the_catch_up_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a snapshot the log keeps catch_up_entries behind it, reached in COMPACT_STEP steps
+    with the loop free in between (writes keep being applied)."""
+    import raft.node
+
+    monkeypatch.setattr(raft.node, "COMPACT_STEP", 3)
+    steps: list[int] = []
+
+    async def run() -> None:
+        applied: list[bytes] = []
+        node = RaftNode(
+            NodeOptions(
+                node_id=1, peers=(1,), wal_dir=tmp_path / "wal", snap_dir=tmp_path / "snap",
+                fsync=False, snapshot_count=40, catch_up_entries=5, fork_snapshots=False,
+            ),
+            apply=lambda e: applied.append(e.data) if e.data else None,
+            take_snapshot=lambda: b"state",
+            restore=lambda data: None,
+        )
+        compact = node.storage.compact
+        monkeypatch.setattr(node.storage, "compact", lambda i: (steps.append(i), compact(i)))
+        node.open()
+        node.start()
+        try:
+            await _until(lambda: node.leader_caught_up)
+            for i in range(45):
+                node.propose(b"w%d" % i)
+            await _until(lambda: node._snap_index > 0 and len(applied) == 45)
+            snap_at = node._snap_index
+            await _until(lambda: node.storage.first_index() == snap_at - 5 + 1)
+        finally:
+            await node.stop()
+        assert steps[-1] == snap_at - 5
+        assert len(steps) > 5 and all(0 < b - a <= 3 + 1 for a, b in itertools.pairwise(steps))
 
     asyncio.run(run())
