@@ -4,9 +4,11 @@ while the child writes, and the result is what a restart loads."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -54,14 +56,22 @@ async def _until(cond: object, timeout_s: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
+@contextlib.asynccontextmanager
+async def _leading(node: RaftNode) -> AsyncIterator[RaftNode]:
+    """The node opened, started and leading (a one-member cluster); stopped on the way out."""
+    node.open()
+    node.start()
+    try:
+        await _until(lambda: node.leader_caught_up)
+        yield node
+    finally:
+        await node.stop()
+
+
 def test_writes_are_applied_while_the_child_saves_and_a_restart_loads_its_snapshot(tmp_path: Path) -> None:
     async def run() -> None:
         applied: list[bytes] = []
-        node = _node(tmp_path, applied, [])
-        node.open()
-        node.start()
-        try:
-            await _until(lambda: node.leader_caught_up)
+        async with _leading(_node(tmp_path, applied, [])) as node:
             for i in range(25):
                 node.propose(b"a%d" % i)
             await _until(lambda: node._snap_task is not None)
@@ -77,8 +87,6 @@ def test_writes_are_applied_while_the_child_saves_and_a_restart_loads_its_snapsh
             assert node.storage.snapshot().meta.index == snap_at
             assert node._snap_index == snap_at
             expected = list(applied)
-        finally:
-            await node.stop()
 
         applied2: list[bytes] = []
         restored: list[bytes] = []
@@ -142,17 +150,12 @@ def test_the_log_is_compacted_in_steps_to_the_catch_up_point(tmp_path: Path, mon
         )
         compact = node.storage.compact
         monkeypatch.setattr(node.storage, "compact", lambda i: (steps.append(i), compact(i)))
-        node.open()
-        node.start()
-        try:
-            await _until(lambda: node.leader_caught_up)
+        async with _leading(node):
             for i in range(45):
                 node.propose(b"w%d" % i)
             await _until(lambda: node._snap_index > 0 and len(applied) == 45)
             snap_at = node._snap_index
             await _until(lambda: node.storage.first_index() == snap_at - 5 + 1)
-        finally:
-            await node.stop()
         assert steps[-1] == snap_at - 5
         assert len(steps) > 5 and all(0 < b - a <= 3 + 1 for a, b in itertools.pairwise(steps))
 
