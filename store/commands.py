@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import operator
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, assert_never
 
@@ -197,19 +199,29 @@ _V2_FIELDS: dict[type[Any], tuple[str, ...]] = {
 }
 
 
+def _fields_getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """A command's field values in order, as a tuple (attrgetter, in C, for two or more: every
+    write encodes one, and the getattr walk cost ~0.25 us of it)."""
+    if len(names) >= 2:
+        return operator.attrgetter(*names)
+    return lambda cmd: tuple(getattr(cmd, n) for n in names)
+
+
+_V2_VALUES: dict[type[Any], Callable[[Any], tuple[Any, ...]]] = {
+    cls: _fields_getter(names) for cls, names in _V2_FIELDS.items()
+}
+
+
 class CommandDecodeError(Exception):
     pass
 
 
 def encode(req_id: int, cmd: Command) -> bytes:
     tag = _TAGS[type(cmd)]
-    if tag == 1:  # V2Set, the commonest: its fields in order, as the general branch lists them
-        assert isinstance(cmd, V2Set)
-        out = orjson.dumps([req_id, 1, cmd.path, cmd.value, cmd.dir, cmd.expire_ns, cmd.refresh])
-    elif isinstance(cmd, _V3_TYPES):
+    if isinstance(cmd, _V3_TYPES):
         out = orjson.dumps([req_id, tag, _encode_v3(cmd)])
     else:
-        out = orjson.dumps([req_id, tag, *[getattr(cmd, n) for n in _V2_FIELDS[type(cmd)]]])
+        out = orjson.dumps([req_id, tag, *_V2_VALUES[type(cmd)](cmd)])
     # orjson's result keeps its 4 KiB working buffer (its shrink does not give memory back), and
     # log entries live until the next snapshot: an exact-size copy costs one memcpy and saves
     # ~4 KiB per entry (400 MB at 100,000 entries).

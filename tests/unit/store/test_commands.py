@@ -12,11 +12,14 @@ import pytest
 
 from store.commands import (
     Command,
+    Noop,
     V2CompareAndDelete,
     V2CompareAndSwap,
     V2Create,
     V2Delete,
+    V2QuorumGet,
     V2Set,
+    V2Sync,
     V2Update,
     V3Put,
     decode,
@@ -104,11 +107,19 @@ def test_a_common_put_encodes_as_the_general_encoder_writes_it(req: PutRequest) 
         V2Set("/1/a", "v", False, None, False),
         V2Set("/1/a", "", True, 1_800_000_000_000_000_000, True),
         V2Set("/1/\u2028<&>", "\x00\U0001f600", False, -5, False),
+        V2Create("/1/d", "x", False, True, None),
+        V2Update("/1/u", "y", 5, True),
+        V2CompareAndSwap("/1/c", "old", 3, "new", None, False),
+        V2Delete("/1/d", True, True),
+        V2CompareAndDelete("/1/c", "", 9),
+        V2QuorumGet("/1", True, False),
+        V2Sync(1_800_000_000_000_000_000),
+        Noop(),
     ],
 )
-def test_a_v2_set_encodes_as_the_general_encoder_writes_it(cmd: V2Set) -> None:
-    from store.commands import _V2_FIELDS
+def test_a_v2_command_encodes_its_fields_in_order(cmd: Command) -> None:
+    from store.commands import _TAGS, _V2_FIELDS
 
-    general = orjson.dumps([42, 1, *[getattr(cmd, n) for n in _V2_FIELDS[V2Set]]])
+    general = orjson.dumps([42, _TAGS[type(cmd)], *[getattr(cmd, n) for n in _V2_FIELDS[type(cmd)]]])
     assert encode(42, cmd) == general
     assert decode(encode(42, cmd)) == (42, cmd)
