@@ -36,6 +36,7 @@ import http
 import logging
 import re
 import socket
+import time
 import types
 import urllib.parse
 from collections import deque
@@ -82,6 +83,9 @@ MAX_PIPELINE: Final = 16  # parsed requests queued behind the running one before
 _NOTED_HEADERS: Final = frozenset({b"content-length", b"expect", b"transfer-encoding"})
 READ_HIGH_WATER: Final = 256 * 1024  # unread request body buffered before reading pauses
 MAX_HEADER_BYTES: Final = 1 << 20  # request line and headers (Go's http.DefaultMaxHeaderBytes)
+# After an answer the loop polls for this long before it may sleep (see _ServerState.answered).
+SPIN_S: Final = 100e-6
+SPIN_BACKOFF: Final = 16  # answers not followed by a poll after one that found nothing
 _HEADER_NAME_BAD = re.compile(b'[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
 _HEADER_VALUE_BAD = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
 _DISCONNECT: Final = {"type": "http.disconnect"}
@@ -168,6 +172,13 @@ class _ServerState:
         self.all_closed = asyncio.Event()
         self.date_line = b""
         self.refresh_date()
+        self.clock: Callable[[], float] = time.perf_counter
+        self.activity = 0  # requests read and answers written, counted for the post-answer poll
+        self.spinning = False
+        self.spin_seen = 0
+        self.spin_until = 0.0
+        self.spin_hit = False
+        self.spin_skip = 0
         # The app's synchronous answer for body-less requests that need no waiting (see
         # HttpProtocol._try_fast); None for a plain ASGI app.
         self.fast: FastResponder | None = getattr(app, "fast_response", None)
@@ -180,6 +191,41 @@ class _ServerState:
         self.refresh_date()
         for conn in list(self.connections):
             conn.tick(interval)
+
+    def answered(self) -> None:
+        """An answer went out: keep the loop polling (epoll with no timeout) for SPIN_S more
+        instead of letting it sleep, as Go's scheduler spins before it parks.
+
+        A client that sends its next request as soon as it has the answer (a lone writer,
+        a script) then finds this thread on its CPU: an idle virtual CPU that must be woken
+        costs ~30 us per request here, ~10% of a lone durable write (measured A/B). Bounded:
+        a poll that found no request costs SPIN_S of CPU, and the next SPIN_BACKOFF answers
+        are not followed by one; under load the loop never sleeps anyway.
+        """
+        self.activity += 1
+        if self.spinning:
+            return
+        if self.spin_skip:
+            self.spin_skip -= 1
+            return
+        self.spinning = True
+        self.spin_hit = False
+        self.spin_seen = self.activity
+        self.spin_until = self.clock() + SPIN_S
+        self.loop.call_soon(self._spin)
+
+    def _spin(self) -> None:
+        now = self.clock()
+        if self.activity != self.spin_seen:
+            self.spin_seen = self.activity
+            self.spin_until = now + SPIN_S
+            self.spin_hit = True
+        if now < self.spin_until and not self.stopping:
+            self.loop.call_soon(self._spin)
+            return
+        self.spinning = False
+        if not self.spin_hit:
+            self.spin_skip = SPIN_BACKOFF
 
     def schedule(self, conn: HttpProtocol) -> None:
         self.ready.append(conn)
@@ -508,6 +554,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.touched = True
+        self.state.activity += 1
         self.in_data = True
         try:
             self.parser.feed_data(data)
@@ -644,6 +691,7 @@ class HttpProtocol(asyncio.Protocol):
                 return True
             self._write_parts(self._fast_parts(answer))
             self.touched = True
+            self.state.answered()
             if cycle is not None:
                 cycle.started = cycle.complete = True
             return True
@@ -862,6 +910,7 @@ class HttpProtocol(asyncio.Protocol):
         if cycle is self.cycle:
             self.cycle = None
         self.touched = True
+        self.state.answered()
         if self.parsing is cycle:
             # Answered before its body fully arrived (a 404 to a big POST): drop what is
             # buffered, so reading resumes below and the rest is skipped as it arrives.

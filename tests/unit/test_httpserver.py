@@ -12,7 +12,17 @@ from typing import Any
 
 import pytest
 
-from app.httpserver import FAST_BODY_MAX, FastAnswer, Receive, Scope, Send, serve_asgi
+from app.httpserver import (
+    FAST_BODY_MAX,
+    SPIN_BACKOFF,
+    SPIN_S,
+    FastAnswer,
+    Receive,
+    Scope,
+    Send,
+    _ServerState,
+    serve_asgi,
+)
 
 LOOPS = ["asyncio", "uvloop"]
 Events = list[str]
@@ -828,3 +838,72 @@ def test_fast_long_poll_head_first_then_body(loop_kind: str) -> None:
             assert await closed_by_server(reader) and app.waits[3].cancelled()
 
     run(loop_kind, main)
+
+
+class FakeClock:
+    """Moves `step` seconds on every reading."""
+
+    def __init__(self, step: float) -> None:
+        self.now = 0.0
+        self.step = step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+async def noop_app(scope: Scope, receive: Receive, send: Send) -> None:
+    await respond(send, 200, b"")
+
+
+async def turns_until_still(state: _ServerState, limit: int = 1000) -> int:
+    """Loop turns until the post-answer poll has ended (at most `limit`)."""
+    for turn in range(limit):
+        if not state.spinning:
+            return turn
+        await asyncio.sleep(0)
+    return limit
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_post_answer_poll_ends_and_backs_off_when_nothing_comes(loop_kind: str) -> None:
+    async def main() -> None:
+        state = _ServerState(noop_app, keep_alive_s=5, max_body_bytes=-1, date_header=False, start="task")
+        clock = FakeClock(SPIN_S / 4)
+        state.clock = clock
+        state.answered()
+        assert state.spinning
+        turns = await turns_until_still(state)
+        # it polled until the clock passed the window, and not longer
+        assert 3 <= turns <= 6 and clock.now >= SPIN_S
+        assert state.spin_skip == SPIN_BACKOFF
+        # the next answers are not followed by a poll, then one is again
+        for _ in range(SPIN_BACKOFF):
+            state.answered()
+            assert not state.spinning
+        state.answered()
+        assert state.spinning
+        assert await turns_until_still(state) < 10
+
+    run(loop_kind, main)
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_post_answer_poll_goes_on_while_requests_come(loop_kind: str) -> None:
+    async def main() -> None:
+        state = _ServerState(noop_app, keep_alive_s=5, max_body_bytes=-1, date_header=False, start="task")
+        state.clock = FakeClock(SPIN_S / 4)
+        state.answered()
+        for _ in range(20):  # a request arrives every loop turn: the window keeps moving
+            state.activity += 1
+            await asyncio.sleep(0)
+            assert state.spinning
+        assert await turns_until_still(state) <= 6
+        assert state.spin_skip == 0  # it found requests: no back-off
+        state.answered()
+        assert state.spinning
+        state.stopping = True  # a stopping server does not poll on
+        assert await turns_until_still(state) <= 2
+
+    run(loop_kind, main)
+
