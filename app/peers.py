@@ -63,7 +63,7 @@ from raft.codec import (
     encode_snapshot_header,
 )
 from raft.core.errors import NotLeader, ProposalDropped, Stopped
-from raft.core.types import Message, MsgType
+from raft.core.types import Message, MsgType, SnapshotMeta
 
 log = logging.getLogger("etcdpy.peers")
 
@@ -144,6 +144,8 @@ class NodeReports(Protocol):
     def report_unreachable(self, node_id: int) -> None: ...
 
     def report_snapshot(self, node_id: int, *, failed: bool) -> None: ...
+
+    async def snapshot_data(self, meta: SnapshotMeta) -> bytes: ...
 
 
 # ---- statistics ------------------------------------------------------------------------------
@@ -503,6 +505,14 @@ class PeerTransport:
         if client is None:
             return False  # stopping
         index, data = m.snapshot.meta.index, m.snapshot.data
+        if not data and self._node is not None:
+            # A snapshot the node keeps on disk (raft/node.py): read for this send only.
+            try:
+                data = await self._node.snapshot_data(m.snapshot.meta)
+            except (OSError, ValueError) as exc:
+                log.warning("database snapshot [index: %d, to: %x] could not be read (%s)", index, peer.id, exc)
+                return False
+            m = replace(m, snapshot=replace(m.snapshot, data=data))
         if len(data) > MAX_SNAPSHOT_BYTES:
             log.error("database snapshot [index: %d, to: %x] too large: %d bytes", index, peer.id, len(data))
             return False

@@ -5,8 +5,10 @@ Why: on the event loop, a snapshot of a big store stalled every request: copying
 for its whole run (probe GETs waited 90-490 ms at 100,000-300,000 keys; writes stopped for
 the whole save, as the raft loop awaited it). A forked child sees the state exactly as it was
 at the fork (copy-on-write), encodes and saves it on the other core, and exits; the parent
-only pays the fork and, later, reading the file back (on a worker thread: GIL-free reads and
-crc) for the Raft storage that sends it to followers.
+only pays the fork. It does not read the file back: the data stays on disk until a follower
+needs it (raft/node.py RaftNode.snapshot_data), which a one-member cluster never does. Reading
+it back cost the parent ~120-440 ms of CPU per 150 MB snapshot (500,000 v2 keys) and kept it in
+memory.
 
 The child runs no event loop and takes no lock: it encodes with the given function, writes
 the file with the Snapshotter (plain files) and leaves with os._exit, never returning into
@@ -50,12 +52,11 @@ def can_fork() -> bool:
 
 
 class ForkedSnapshot:
-    """One snapshot being saved by a child: wait() until it is on disk, then load it back."""
+    """One snapshot being saved by a child: result() waits until it is on disk."""
 
-    def __init__(self, pid: int, meta: SnapshotMeta, snapshotter: Snapshotter) -> None:
+    def __init__(self, pid: int, meta: SnapshotMeta) -> None:
         self.pid = pid
         self.meta = meta
-        self._snapshotter = snapshotter
         self._reaped = False
 
     @classmethod
@@ -67,10 +68,11 @@ class ForkedSnapshot:
         pid = os.fork()
         if pid == 0:  # the child leaves through os._exit, never returning here
             _child(parent, snapshotter, meta, take)
-        return cls(pid, meta, snapshotter)
+        return cls(pid, meta)
 
-    async def result(self) -> Snapshot:
-        """The saved snapshot, read back; SnapshotChildFailed if the child did not save it."""
+    async def result(self) -> SnapshotMeta:
+        """The saved snapshot's meta, once the child has saved it (the file is durable under its
+        final name); SnapshotChildFailed if it did not."""
         deadline = time.monotonic() + CHILD_TIMEOUT_S
         while True:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
@@ -84,8 +86,7 @@ class ForkedSnapshot:
         code = os.waitstatus_to_exitcode(status)
         if code != 0:
             raise SnapshotChildFailed(f"snapshot child {self.pid} exited with {code}")
-        path = self._snapshotter.path_for(self.meta)
-        return await asyncio.to_thread(self._snapshotter.load, path)
+        return self.meta
 
     def kill(self) -> None:
         """Stop the child (its half-written file is a *.tmp, removed at the next start)."""

@@ -145,7 +145,7 @@ class RaftNode:
         self._sync_s = 0.0  # an fsync's duration: the last slow one, decaying
         self._sync_helper = SyncHelper()
         self._snap_job: ForkedSnapshot | None = None  # a forked child saving a snapshot
-        self._snap_task: asyncio.Task[Snapshot] | None = None  # its result, read back
+        self._snap_task: asyncio.Task[SnapshotMeta] | None = None  # the snapshot it saved
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -316,6 +316,22 @@ class RaftNode:
         if self._rn is None:
             return {}
         return {i: p.match for i, p in self._rn.status.progress.items()}
+
+    async def snapshot_data(self, meta: SnapshotMeta) -> bytes:
+        """The data of the snapshot `meta` describes, for a follower that needs it: held in
+        memory, or read back from its file (a forked child's snapshot stays on disk).
+        OSError or ValueError when that file is gone or unusable (a newer snapshot replaced it;
+        the core then sends that one)."""
+        held = self.storage.snapshot()
+        if held.data and (held.meta.index, held.meta.term) == (meta.index, meta.term):
+            return held.data
+        snapshotter = self._snapshotter
+        if snapshotter is None:
+            raise ValueError("the node is not open")
+        snap = await asyncio.to_thread(snapshotter.load, snapshotter.path_for(meta))
+        if (snap.meta.index, snap.meta.term) != (meta.index, meta.term):
+            raise ValueError(f"snapshot file for index {meta.index} holds {snap.meta.index}/{snap.meta.term}")
+        return snap.data
 
     async def read_index(self, timeout_s: float) -> int:
         """A linearizable read point (Raft thesis §6.4): returns once it is applied here.
@@ -569,10 +585,11 @@ class RaftNode:
         """The forked child is done: record its snapshot (or fail, as a save here would)."""
         task, self._snap_task, self._snap_job = self._snap_task, None, None
         assert task is not None
-        snap = task.result()
-        if snap.meta.index <= self._snap_index:
+        meta = task.result()
+        if meta.index <= self._snap_index:
             return  # (a leader's snapshot cancels the job first; kept as a guard)
-        await self._snapshot_saved(snap.meta, snap.data)
+        # Its data stays on disk (b"" in the storage): snapshot_data() reads it for a follower.
+        await self._snapshot_saved(meta, b"")
 
     def _cancel_snapshot_job(self) -> None:
         task, job, self._snap_task, self._snap_job = self._snap_task, self._snap_job, None, None

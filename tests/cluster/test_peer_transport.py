@@ -75,6 +75,9 @@ class FakeNode:
     def report_snapshot(self, node_id: int, *, failed: bool) -> None:
         self.snapshots.append((node_id, failed))
 
+    async def snapshot_data(self, meta: SnapshotMeta) -> bytes:
+        raise FileNotFoundError("this fake keeps no snapshot on disk")
+
 
 async def until(pred: object, timeout_s: float = 5.0) -> None:
     assert callable(pred)

@@ -94,12 +94,21 @@ class FakeNode:
     def __init__(self) -> None:
         self.unreachable: list[int] = []
         self.snapshots: list[tuple[int, bool]] = []
+        self.on_disk: dict[tuple[int, int], bytes] = {}  # (index, term) -> data
+        self.reads: list[int] = []
 
     def report_unreachable(self, node_id: int) -> None:
         self.unreachable.append(node_id)
 
     def report_snapshot(self, node_id: int, *, failed: bool) -> None:
         self.snapshots.append((node_id, failed))
+
+    async def snapshot_data(self, meta: SnapshotMeta) -> bytes:
+        self.reads.append(meta.index)
+        data = self.on_disk.get((meta.index, meta.term))
+        if data is None:
+            raise FileNotFoundError(f"no snapshot file for index {meta.index}")
+        return data
 
 
 async def post_snapshot(
@@ -328,3 +337,28 @@ async def test_sender_never_copies_the_whole_snapshot() -> None:
     assert node.snapshots == [(LIVE, False)]
     # The old in-batch path built the body twice (bytearray, then bytes): >= 2x.
     assert peak < size * 0.25, f"sender peak {peak / size:.2f}x the snapshot size"
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_kept_on_disk_is_read_for_its_send() -> None:
+    live = FakeHandler(LIVE)
+    async with serve(PeerApp(live)) as live_url:
+        node = FakeNode()
+        data = bytes(range(256)) * 4096  # 1 MiB
+        node.on_disk[(7000, 3)] = data
+        t = PeerTransport(ME, CLUSTER_ID, {LIVE: (live_url,)})
+        t.start(node)
+        try:
+            # the core's message carries no data: the storage holds the snapshot on disk only
+            t.send([snap_message(b"", to=LIVE, frm=ME)])
+            await until(lambda: bool(node.snapshots))
+            assert node.snapshots == [(LIVE, False)] and node.reads == [7000]
+            assert live.stepped == [snap_message(data, to=LIVE, frm=ME)]  # the peer got it whole
+            # its file gone (a newer snapshot replaced it): this send fails, nothing is posted
+            del node.on_disk[(7000, 3)]
+            t.send([snap_message(b"", to=LIVE, frm=ME)])
+            await until(lambda: len(node.snapshots) == 2)
+            assert node.snapshots[1] == (LIVE, True) and len(live.stepped) == 1
+            assert t.snapshot_send_failures == {LIVE: 1}
+        finally:
+            await t.stop()

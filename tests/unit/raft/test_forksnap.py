@@ -29,9 +29,9 @@ def test_the_child_saves_the_state_as_it_was_at_the_fork(tmp_path: Path) -> None
 
         job = ForkedSnapshot.start(snapshotter, META, take)
         state["k"] = "after"
-        snap = await job.result()
-        assert (snap.meta, snap.data) == (META, b"before")
-        assert snapshotter.load_newest() == snap  # durable, under its final name
+        assert await job.result() == META
+        snap = snapshotter.load_newest()  # durable, under its final name
+        assert snap is not None and (snap.meta, snap.data) == (META, b"before")
 
     asyncio.run(run())
 
@@ -39,9 +39,11 @@ def test_the_child_saves_the_state_as_it_was_at_the_fork(tmp_path: Path) -> None
 def test_an_encoder_function_runs_in_the_child_too(tmp_path: Path) -> None:
     async def run() -> None:
         parent = os.getpid()
-        job = ForkedSnapshot.start(Snapshotter(tmp_path), META, lambda: lambda: b"pid %d" % os.getpid())
-        snap = await job.result()
-        assert snap.data.startswith(b"pid ") and snap.data != b"pid %d" % parent
+        snapshotter = Snapshotter(tmp_path)
+        job = ForkedSnapshot.start(snapshotter, META, lambda: lambda: b"pid %d" % os.getpid())
+        assert await job.result() == META
+        snap = snapshotter.load_newest()
+        assert snap is not None and snap.data.startswith(b"pid ") and snap.data != b"pid %d" % parent
 
     asyncio.run(run())
 

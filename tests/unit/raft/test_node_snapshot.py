@@ -9,6 +9,7 @@ import itertools
 import os
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -84,8 +85,16 @@ def test_writes_are_applied_while_the_child_saves_and_a_restart_loads_its_snapsh
             assert time.monotonic() - started < 0.9  # not held up by the child's 1 s encoding
             assert node._snap_task is not None and not node._snap_task.done()
             await _until(lambda: node._snap_task is None)
-            assert node.storage.snapshot().meta.index == snap_at
+            held = node.storage.snapshot()
+            assert held.meta.index == snap_at
             assert node._snap_index == snap_at
+            # the parent never read the child's file: the storage has the meta, the data is on
+            # disk, read for a follower only when one needs it
+            assert held.data == b""
+            on_disk = await node.snapshot_data(held.meta)
+            assert on_disk.split(b",") == [b"a%d" % i for i in range(25)]
+            with pytest.raises(OSError):  # a snapshot that has no file
+                await node.snapshot_data(replace(held.meta, index=snap_at + 1))
             expected = list(applied)
 
         applied2: list[bytes] = []
