@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import faulthandler
 import gc
 import hashlib
+import io
 import logging
 import os
 import signal
@@ -155,6 +157,7 @@ def _trim(s: str) -> str:
 
 ResultCallback = Callable[["Result | ServerError"], None]
 CALLBACK_SWEEP_S = 0.25  # how often propose_local's timeouts are looked at
+STOP_STUCK_S = 6.0  # a stop still running after this logs where it waits (tests SIGKILL after 10 s)
 
 
 def _call_back(on_result: ResultCallback, result: Result | ServerError) -> None:
@@ -912,6 +915,9 @@ async def serve(cfg: Config) -> int:
         )
         _tune_gc()
         await asyncio.wait({serve_task, *ends}, return_when=asyncio.FIRST_COMPLETED)
+    # A stop should take a few seconds at most; if it does not, say where it waits (the process
+    # is then usually killed by whoever sent the SIGTERM, and this is all that is left of it).
+    stuck = loop.call_later(STOP_STUCK_S, _log_stuck_stop)
     if stop.is_set() and not server.removed.is_set():
         await server.hand_off_leadership()
     if server.removed.is_set():
@@ -931,7 +937,17 @@ async def serve(cfg: Config) -> int:
         await peer_task
     for t in ends:
         t.cancel()
+    stuck.cancel()
     return 0
+
+
+def _log_stuck_stop() -> None:
+    """Every task's stack and every thread's, for a stop that has not finished."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=12, file=out)
+    log.warning("still stopping after %.0f s; tasks waiting:\n%s", STOP_STUCK_S, out.getvalue())
+    faulthandler.dump_traceback(all_threads=True)
 
 
 def _tune_gc() -> None:
