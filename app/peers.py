@@ -422,8 +422,12 @@ class PeerTransport:
             # between every pair of members, and its reconfiguration checks (and ours) judge
             # health by how long each peer has been reachable, not by raft traffic.
             batch: list[Message] = []
+            # asyncio.timeout, not wait_for: 3.11's wait_for returns the item instead of raising
+            # when the task is cancelled just as a message arrives, and this loop then never
+            # ended (a stop that hung until SIGKILL, seen in the suite).
             with contextlib.suppress(TimeoutError):
-                batch.append(await asyncio.wait_for(peer.queue.get(), PROBE_INTERVAL_S))
+                async with asyncio.timeout(PROBE_INTERVAL_S):
+                    batch.append(await peer.queue.get())
             while batch and len(batch) < MAX_BATCH and not peer.queue.empty():
                 batch.append(peer.queue.get_nowait())
             if await self._post(peer, batch):

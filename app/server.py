@@ -361,7 +361,8 @@ class EtcdServer(V3BackendMixin):
                 raise LeaderUnknown() if not self.node.lead else RequestTimeout()
             # A new leader (a start-up's first election, most often) ends the pause at once.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(news.wait(), FORWARD_RETRY_S)
+                async with asyncio.timeout(FORWARD_RETRY_S):  # (not wait_for: see peers._sender)
+                    await news.wait()
 
     async def linearizable_read(self) -> None:
         """Wait until a ReadIndex point (Raft thesis §6.4) is applied here; no log entry.

@@ -53,9 +53,13 @@ while True:
         fd = fds[-1]
     try:
         os.fdatasync(fd)  # covers every request read: each was sent after its writes
-        s.sendall(bytes(len(msg)))
+        answer = bytes(len(msg))
     except OSError as e:
-        s.sendall(bytes([min(e.errno or 5, 255)]) * len(msg))
+        answer = bytes([min(e.errno or 5, 255)]) * len(msg)
+    try:
+        s.sendall(answer)
+    except OSError:
+        break  # the server closed its end (it is stopping): leave without a traceback
 """
 
 HELPER_STOP_WAIT_S: Final = 2.0

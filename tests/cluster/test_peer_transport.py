@@ -169,3 +169,17 @@ async def test_dead_peer_is_reported_and_never_blocks_the_live_one() -> None:
             assert (result.outcome, result.leader_hint) == (ForwardOutcome.REFUSED, DEAD)
         finally:
             await t.stop()
+
+
+@pytest.mark.anyio
+async def test_stop_ends_a_sender_cancelled_just_as_a_message_arrives() -> None:
+    """The raft loop queues a message and the server stops in the same loop turn: the sender's
+    wait for the queue completes and is cancelled at once. Python 3.11's asyncio.wait_for then
+    returned the message instead of raising, and the sender looped on until SIGKILL."""
+    (dead_port,) = CLUSTER_PORTS.allocate(1)
+    for _ in range(20):
+        t = PeerTransport(ME, CLUSTER_ID, {DEAD: (f"http://127.0.0.1:{dead_port}",)})
+        t.start(FakeNode())
+        await asyncio.sleep(0.01)  # the sender waits on its queue
+        t.send([Message(MsgType.HEARTBEAT, to=DEAD, frm=ME, term=3)])
+        await asyncio.wait_for(t.stop(), 5)

@@ -118,3 +118,34 @@ def test_only_a_dirty_synced_wal_asks_for_an_fsync(tmp_path: Path) -> None:
         assert unsynced.sync_target() is None
     finally:
         unsynced.close()
+
+
+def test_the_helper_leaves_quietly_when_the_server_closes_during_an_fsync(tmp_path: Path) -> None:
+    """A stopping server closes its socket with an fsync in flight: the helper's answer then has
+    nowhere to go, and it exits 0 without a traceback on the server's stderr."""
+    import socket
+    import subprocess
+    import sys
+
+    from raft.syncer import _HELPER
+
+    ours, theirs = socket.socketpair()
+    target = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", _HELPER, str(theirs.fileno())],
+        pass_fds=[theirs.fileno()],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    theirs.close()
+    try:
+        socket.send_fds(ours, [b"s" * 8], [target])
+        ours.shutdown(socket.SHUT_RDWR)  # gone before the answers: they hit a closed socket
+        ours.close()
+        _, err = proc.communicate(timeout=10)
+    finally:
+        os.close(target)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and err == b""
