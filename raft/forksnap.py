@@ -29,10 +29,10 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final
 
-from raft.core.types import Snapshot, SnapshotMeta
+from raft.core.types import SnapshotMeta
 from raft.snapshotter import Snapshotter
 
 _PR_SET_PDEATHSIG: Final = 1
@@ -41,6 +41,16 @@ _PR_SET_PDEATHSIG: Final = 1
 _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 POLL_S: Final = 0.02  # how often the parent looks whether the child has exited
 CHILD_TIMEOUT_S: Final = 3600.0  # a child still writing after this is stuck: killed, a failure
+
+
+# What the state machine gives for a snapshot: its bytes now, or a function, called later (in
+# the child, or on a thread), that encodes the state as it was copied: whole, or in pieces
+# written as they come (Snapshotter.save_chunks).
+SnapshotSource = Callable[[], bytes | Callable[[], bytes | Iterable[bytes | memoryview]]]
+
+
+def joined(data: bytes | Iterable[bytes | memoryview]) -> bytes:
+    return data if isinstance(data, bytes) else b"".join(data)
 
 
 class SnapshotChildFailed(Exception):
@@ -60,9 +70,7 @@ class ForkedSnapshot:
         self._reaped = False
 
     @classmethod
-    def start(
-        cls, snapshotter: Snapshotter, meta: SnapshotMeta, take: Callable[[], bytes | Callable[[], bytes]]
-    ) -> ForkedSnapshot:
+    def start(cls, snapshotter: Snapshotter, meta: SnapshotMeta, take: SnapshotSource) -> ForkedSnapshot:
         """Fork now (the state as it is now is what gets saved); raises OSError if fork fails."""
         parent = os.getpid()
         pid = os.fork()
@@ -99,9 +107,7 @@ class ForkedSnapshot:
         self._reaped = True
 
 
-def _child(
-    parent: int, snapshotter: Snapshotter, meta: SnapshotMeta, take: Callable[[], bytes | Callable[[], bytes]]
-) -> None:
+def _child(parent: int, snapshotter: Snapshotter, meta: SnapshotMeta, take: SnapshotSource) -> None:
     code = 1
     try:
         # Dies with the parent: a restarted server must not find an orphan still writing into
@@ -119,7 +125,7 @@ def _child(
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         taken = take()
         data = taken if isinstance(taken, bytes) else taken()
-        snapshotter.save(Snapshot(meta=meta, data=data))
+        snapshotter.save_chunks(meta, (data,) if isinstance(data, bytes) else data)
         code = 0
     except BaseException:
         with contextlib.suppress(BaseException):

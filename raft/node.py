@@ -22,7 +22,7 @@ import logging
 import random
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -30,7 +30,7 @@ from typing import Protocol
 from raft.core.rawnode import Config, RawNode, Ready
 from raft.core.storage import MemoryStorage
 from raft.core.types import ConfState, Entry, EntryType, HardState, Message, Snapshot, SnapshotMeta, StateType
-from raft.forksnap import ForkedSnapshot, can_fork
+from raft.forksnap import ForkedSnapshot, SnapshotSource, can_fork, joined
 from raft.snapshotter import Snapshotter
 from raft.syncer import SyncHelper
 from raft.wal import WAL
@@ -51,6 +51,10 @@ NO_LEADER_RETRY_S = 0.02
 # A lone write's fsync runs on the event loop (see RaftNode._persist) only while fsyncs take less
 # than this on average: the loop answers nothing else meanwhile.
 INLINE_SYNC_MAX_S = 0.002
+
+
+def _encode(taken: Callable[[], bytes | Iterable[bytes | memoryview]]) -> bytes:
+    return joined(taken())
 
 
 def _timed_sync(wal: WAL) -> float:
@@ -105,7 +109,7 @@ class RaftNode:
         opts: NodeOptions,
         *,
         apply: Callable[[Entry], None],
-        take_snapshot: Callable[[], bytes | Callable[[], bytes]],
+        take_snapshot: SnapshotSource,
         restore: Callable[[bytes], None],
         transport: Transport | None = None,
         on_leader_change: Callable[[int], None] | None = None,
@@ -577,7 +581,7 @@ class RaftNode:
                 return
         taken = self._take_snapshot()  # taken now, on the loop: consistent with `index`
         # The encoding may go to a thread: what was taken shares nothing mutable with the state.
-        data = taken if isinstance(taken, bytes) else await asyncio.to_thread(taken)
+        data = taken if isinstance(taken, bytes) else await asyncio.to_thread(_encode, taken)
         await asyncio.to_thread(self._snapshotter.save, Snapshot(meta=meta, data=data))
         await self._snapshot_saved(meta, data)
 

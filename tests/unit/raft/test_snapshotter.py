@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -142,3 +142,37 @@ def test_saving_the_same_snapshot_twice_overwrites(tmp_path: Path) -> None:
     ss.save(snap(5, data=b"old"))
     ss.save(snap(5, data=b"new"))
     assert ss.load_newest() == snap(5, data=b"new")
+
+
+def test_saved_in_pieces_the_file_has_the_documented_layout_of_the_whole_data(tmp_path: Path) -> None:
+    import struct
+    import zlib
+
+    import orjson
+
+    pieces = [b"", b"a" * (3 << 20), b"", b"bc", bytes(range(256)) * 5000, b"d"]
+    data = b"".join(pieces)
+    meta = snap(9, term=3).meta
+    path = Snapshotter(tmp_path).save_chunks(meta, iter(pieces))
+    raw = path.read_bytes()
+    meta_raw = orjson.dumps({"index": 9, "term": 3, "voters": [1, 2, 3], "learners": [7]})
+    sizes = struct.pack("<IQI", len(meta_raw), len(data), zlib.crc32(data))
+    header = b"etcdpyS1" + struct.pack("<I", zlib.crc32(meta_raw, zlib.crc32(sizes))) + sizes
+    assert raw == header + meta_raw + data
+    assert Snapshotter(tmp_path).load_newest() == Snapshot(meta=meta, data=data)
+
+
+def test_pieces_that_fail_midway_leave_no_snapshot_and_the_older_one_loads(tmp_path: Path) -> None:
+    ss = Snapshotter(tmp_path)
+    ss.save(snap(1))
+
+    def pieces() -> Iterator[bytes]:
+        yield b"x" * (9 << 20)  # past the first periodic fdatasync
+        raise RuntimeError("encoder failed")
+
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        ss.save_chunks(snap(2).meta, pieces())
+    assert not (tmp_path / snapshot_name(1, 2)).exists()
+    again = Snapshotter(tmp_path)  # a restart removes the partial temporary
+    assert [p.name for p in tmp_path.iterdir()] == [snapshot_name(1, 1)]
+    assert again.load_newest() == snap(1)
