@@ -148,8 +148,9 @@ class Applier:
         they are snapshot()): the state is copied (immutable values in fresh lists) so the
         encoding may run later or on another thread.
 
-        The copy is ~1 tuple per key, none in a cycle: no collection runs while it is made
-        (one that did took ~170 of 260 ms at 700,000 keys, all on the event loop)."""
+        The copy is a list of the v2 tree's kept rows and ~1 tuple per v3 record, none in a
+        cycle: no collection runs while it is made (one that did took ~170 of 260 ms at 700,000
+        keys, all on the event loop)."""
         collecting = gc.isenabled()
         gc.disable()
         try:
