@@ -50,6 +50,10 @@ V3_VALUE_B64 = b64encode(_rng.randbytes(256)).decode()
 GET_KEY = "/bench/get"
 DIR_KEY = "/bench/dir"
 DIR_KEYS = 1000
+# settle(): a server is idle below this share of a CPU over one window; the wait is bounded.
+SETTLE_IDLE_CPU = 0.05
+SETTLE_WINDOW_S = 0.25
+SETTLE_MAX_S = 20.0
 V3_GET_KEY = b64encode(b"bench/v3get").decode()
 
 
@@ -159,6 +163,7 @@ class Bench:
         self.main: list[Server] = []
         self.prepared: set[tuple[str, str]] = set()
         self.errors: list[str] = []
+        self.settle_s: list[float] = []  # each wait for idle servers before a run (settle())
 
     # ------------------------------------------------------------ servers
 
@@ -369,6 +374,25 @@ class Bench:
 
     # ------------------------------------------------------------ driving
 
+    def settle(self) -> None:
+        """Before each run: wait until neither main server (nor any process of theirs) is busy,
+        then flush the page cache's dirty pages. A server's leftovers (etcd saves a snapshot in
+        the background for 2-5 s at 200,000-500,000 keys; etcdpy's snapshot child; their
+        writeback) would otherwise run during the other's run. Bounded by SETTLE_MAX_S."""
+        servers = [srv for srv in self.main if srv.alive()]
+        t0 = time.monotonic()
+        while servers and time.monotonic() - t0 < SETTLE_MAX_S:
+            before = [srv.cpu_seconds() for srv in servers]
+            time.sleep(SETTLE_WINDOW_S)
+            busy = max(srv.cpu_seconds() - b for srv, b in zip(servers, before, strict=True))
+            if busy / SETTLE_WINDOW_S < SETTLE_IDLE_CPU:
+                break
+        os.sync()
+        waited = time.monotonic() - t0
+        self.settle_s.append(waited)
+        if waited > 1.0:
+            log(f"bench: waited {waited:.1f}s for the servers to go idle")
+
     def run_row(self, row: Row) -> RowResult:
         result = RowResult(row, {"etcd": [], "etcdpy": []})
         for i in range(self.s.runs):
@@ -382,7 +406,9 @@ class Bench:
                         )
                 if row.prepare is not None and (row.name, label) not in self.prepared:
                     self.prepared.add((row.name, label))
+                    self.settle()
                     row.prepare(label)
+                self.settle()
                 metrics = row.run(label, i)
                 result.samples[label].append(metrics)
                 shown = "  ".join(f"{k}={fmt(v)}" for k, v in metrics.items())
@@ -481,6 +507,10 @@ def machine_meta(s: Settings, etcd_bin: str, etcdpy_cmd: list[str]) -> list[str]
         f"{s.threads} threads, {s.warmup:g}s warm-up per row; cells are median (min{DASH}max)",
         "- ratio = median(etcdpy) / median(etcd): above 1 is better for req/s, below 1 for time, CPU and memory",
         "- both servers and the load generator share the machine; only the ratios within one run count",
+        "- CPU and memory are each server's whole process tree (etcdpy's fsync helper and snapshot children"
+        " too): CPU = utime+stime, reaped children included; memory = the sum of PSS (one process: ~RSS)",
+        f"- before each run both servers were idle (< {SETTLE_IDLE_CPU:.0%} of a CPU over {SETTLE_WINDOW_S:g}s,"
+        f" waiting at most {SETTLE_MAX_S:g}s) and dirty pages were flushed (sync)",
     ]
 
 
@@ -590,6 +620,11 @@ def main(argv: list[str]) -> int:
         f"- took {time.perf_counter() - t_start:.0f}s" + ("" if ok else "; INCOMPLETE (stopped early)")
     )
     if results:
+        if bench.settle_s:
+            meta.append(
+                f"- waits for idle servers: {len(bench.settle_s)}, median {statistics.median(bench.settle_s):.2f}s,"
+                f" max {max(bench.settle_s):.1f}s"
+            )
         text = render(results, meta, bench.errors)
         print(text)
         out: Path = a.out or BENCH_DIR / "results" / (

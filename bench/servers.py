@@ -156,18 +156,66 @@ class Server:
                 pass
         self.proc = None
 
+    def tree(self) -> list[int]:
+        """The server's PID and those of all its live descendants (etcdpy's fsync helper and
+        snapshot children): what the server costs is what all of them cost."""
+        return [self.pid, *descendants(self.pid)]
+
     def cpu_seconds(self) -> float:
-        """utime + stime of the server process (all its threads) from /proc/<pid>/stat."""
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        """utime + stime of the server and its live descendants (all threads), plus what its
+        reaped children used (cutime + cstime), from /proc/<pid>/stat. A child counted live in
+        one sample and reaped by the next moves into cutime with its whole CPU, so a difference
+        of two samples counts it once."""
+        total = 0.0
+        for pid in self.tree():
+            fields = _stat_fields(pid)
+            if fields is None:  # gone between the listing and the read
+                continue
+            total += int(fields[11]) + int(fields[12])
+            if pid == self.pid:
+                total += int(fields[13]) + int(fields[14])
+        return total / CLK_TCK
 
     def rss_bytes(self) -> int:
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
+        """Memory of the server and its live descendants: the sum of their PSS (a page shared by
+        n of them counts 1/n in each, so a forked child's copy-on-write pages are not counted
+        twice). For a single process, PSS is its RSS less its share of shared libraries."""
+        total = 0
+        for pid in self.tree():
+            try:
+                with open(f"/proc/{pid}/smaps_rollup") as f:
+                    for line in f:
+                        if line.startswith("Pss:"):
+                            total += int(line.split()[1]) * 1024
+                            break
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+        if total == 0:
+            raise RuntimeError(f"no memory figures for {self.label} pid {self.pid}")
+        return total
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after the command name (fields[0] is the state, field 3), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def descendants(pid: int) -> list[int]:
+    parent_of: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat_fields(int(entry))) is not None:
+            parent_of[int(entry)] = int(fields[1])
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        parents = set(frontier)
+        frontier = [child for child, parent in parent_of.items() if parent in parents]
+        found.extend(frontier)
+    return found
 
 
 def stop_all() -> None:
