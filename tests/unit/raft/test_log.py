@@ -89,6 +89,20 @@ def test_storage_compact_twice_raises_compacted() -> None:
         st.compact(9)
 
 
+def test_storage_compact_in_steps_keeps_the_rest_and_leaves_earlier_reads_alone() -> None:
+    st = storage_with(1, 1, 2, 2, 3, 3, 3)
+    read = st.entries(2, 8, 1 << 30)
+    st.compact(2)
+    st.compact(5)
+    assert (st.first_index(), st.last_index(), st.term(5)) == (6, 7, 3)
+    assert st.entries(6, 8, 1 << 30) == ents(3, 3, start=6)
+    with pytest.raises(Compacted):
+        st.term(4)
+    assert read == ents(1, 2, 2, 3, 3, 3, start=2)  # a copy: compaction works in place
+    st.append(ents(4, start=8))
+    assert [st.term(i) for i in range(5, 9)] == [3, 3, 3, 4]
+
+
 def test_storage_snapshot_create_and_apply() -> None:
     st = storage_with(1, 1, 2)
     cs = ConfState(voters=(1, 2, 3))
