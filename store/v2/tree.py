@@ -13,6 +13,7 @@ Must not import raft, asyncio, time or any HTTP package.
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from sortedcontainers import SortedList
@@ -37,7 +38,8 @@ MIN_EXPIRE_NS = 946684800 * 1_000_000_000
 NS_PER_S = 1_000_000_000
 
 # A node in a snapshot: path, value (None for a directory), created and modified index, expiry.
-NodeRow = tuple[str, str | None, int, int, int | None]
+# (A list after a restore, until the node changes: both encode alike.)
+NodeRow = tuple[str, str | None, int, int, int | None] | list[Any]
 
 
 class Node:
@@ -453,18 +455,20 @@ class V2Store:
                 w.remove()
         self.root = Node("/", None, 0, None, None)
         self._ttl_keys = SortedList()
-        self._rows = rows = {}
         # Nodes come parents first; only directories can be parents. (A restart spends its
         # time here: ~100k nodes for 100k keys, so the loop does only what it must.)
         dirs: dict[str, Node] = {"/": self.root, "": self.root}
         ttl_keys = self._ttl_keys
-        for path, value, created, modified, expire_ns in o["nodes"]:
+        nodes = o["nodes"]
+        # Each loaded list is its node's row until the node changes (never mutated); built in
+        # one C-level pass (a tuple per node, made in the loop below, added ~50% to the load).
+        self._rows = dict(zip(map(itemgetter(0), nodes), nodes, strict=True))
+        for path, value, created, modified, expire_ns in nodes:
             dir_path, _, name = path.rpartition("/")
             parent = dirs[dir_path]
             n = Node(path, parent, created, value, expire_ns)
             n.modified_index = modified
             parent.children[name] = n  # type: ignore[index]  # a directory: children is a dict
-            rows[path] = (path, value, created, modified, expire_ns)
             if value is None:
                 dirs[path] = n
             if expire_ns is not None:

@@ -34,7 +34,7 @@ def walk(s: V2Store) -> list[tuple[Any, ...]]:
 
 
 def check_rows_match_tree(s: V2Store) -> None:
-    rows = s.to_obj()["nodes"]
+    rows = [tuple(row) for row in s.to_obj()["nodes"]]  # (lists, as loaded, after a restore)
     assert sorted(rows, key=repr) == sorted(walk(s), key=repr)
     position = {row[0]: i for i, row in enumerate(rows)}
     assert len(position) == len(rows)
@@ -99,7 +99,8 @@ def test_rows_follow_every_change(seed: int) -> None:
         restored = V2Store(lambda: clock[0])
         restored.load_obj(orjson.loads(orjson.dumps(s.to_obj())))
         assert walk(restored) == walk(s)
-        assert restored.to_obj() == s.to_obj()
+        assert orjson.dumps(restored.to_obj()) == orjson.dumps(s.to_obj())
+        s = restored  # go on with loaded rows (lists) mixed with the ones changes make
 
 
 def test_rows_are_in_creation_order_across_directories() -> None:
